@@ -1,0 +1,1 @@
+"""Runnable examples for market-agent (demo Market Predictor, sample alerts)."""

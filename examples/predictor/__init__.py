@@ -1,0 +1,1 @@
+"""Demo Market Predictor service: ``python -m examples.predictor --port 8000``."""

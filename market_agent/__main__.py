@@ -1,0 +1,4 @@
+from market_agent.cli import main
+
+if __name__ == "__main__":
+    main()

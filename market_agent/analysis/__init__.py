@@ -1,0 +1,1 @@
+"""Alert analysis: the deterministic rule analyzer and the optional LLM analyzer."""

@@ -1,0 +1,56 @@
+"""The seam every analyzer plugs into."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from market_agent.models import Notification, Severity, Usage, Verdict
+
+#: Actions an analyzer may propose out of the box; configured actions extend it.
+BUILTIN_ACTIONS = ("restart", "escalate", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """An analyzer's verdict plus how it was reached."""
+
+    verdict: Verdict
+    analyzer: Literal["llm", "rules"]
+    model: str | None = None
+    usage: Usage | None = None
+
+
+class Analyzer(Protocol):
+    """Turns one notification (plus optional live context) into a judgement."""
+
+    name: str
+
+    def judge(self, notification: Notification, context: Mapping[str, Any]) -> Judgement: ...
+
+
+_LABEL_SEVERITY = {
+    "critical": "critical",
+    "page": "critical",
+    "emergency": "critical",
+    "error": "high",
+    "high": "high",
+    "major": "high",
+    "warning": "medium",
+    "warn": "medium",
+    "low": "low",
+    "minor": "low",
+}
+
+
+def severity_from_label(value: str | None) -> Severity:
+    """Map an alert's `severity` label; anything unknown or missing is `info`."""
+    return Severity(_LABEL_SEVERITY.get((value or "").strip().lower(), "info"))
+
+
+def is_managed(labels: Mapping[str, str], matchers: Sequence[Mapping[str, str]]) -> bool:
+    """True when all labels of any one matcher equal the alert's labels."""
+    return any(
+        matcher and all(labels.get(k) == v for k, v in matcher.items()) for matcher in matchers
+    )

@@ -1,0 +1,921 @@
+"""The deterministic rule analyzer: the embedded default, always available.
+
+Each firing alert is cut into fields (alertname words, summary, description,
+PromQL expression, semantic labels) and scored with the weighted keyword, phrase
+and regex rules of `rules.toml` (the schema is documented there). The `severity`
+label is mapped, and then the optional live context about the managed service
+(reachability, current metrics, how well restarts worked before) may raise the
+severity, reclassify the issue or lower the confidence.
+
+Multi-alert groups: each firing alert is scored on its own and the group's
+issue type comes from the per-alert scores averaged with weights 1 + severity
+rank (info 1 ... critical 5): the most severe alerts count most, but every alert
+adds evidence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+from urllib.parse import unquote_plus
+
+from market_agent.analysis.base import Judgement
+from market_agent.errors import ConfigError
+from market_agent.models import Alert, IssueType, Notification, Severity, Verdict
+
+__all__ = ["RuleAnalyzer", "RuleTable", "load_rule_table"]
+
+#: Where a rule can match, in the order of their bits in a field mask.
+FIELDS = ("name", "summary", "description", "expr", "labels")
+_NAME, _SUMMARY, _DESCRIPTION, _EXPR, _LABELS = range(len(FIELDS))
+_ALL_FIELDS = (1 << len(FIELDS)) - 1
+_TYPES = tuple(IssueType)
+_TYPE_INDEX = {issue_type: i for i, issue_type in enumerate(_TYPES)}
+_UNKNOWN = _TYPE_INDEX[IssueType.UNKNOWN]
+_METRICS = ("up", "error_ratio", "p95_latency_seconds", "feed_lag_seconds", "accuracy")
+_RULE_KEYS = frozenset(
+    {
+        "id",
+        "issue_type",
+        "weight",
+        "keywords",
+        "phrases",
+        "patterns",
+        "fields",
+        "labels",
+        "no_restart",
+        "severity",
+        "proposed_action",
+        "recommended_actions",
+        "clears_when",
+    }
+)
+#: Issue types a stale market-data feed explains better than the alert text.
+_FEED_EXPLAINS = frozenset(
+    {IssueType.DATA, IssueType.ERRORS, IssueType.PERFORMANCE, IssueType.UNKNOWN}
+)
+
+_WORD = re.compile(r"[a-z0-9]+")
+_NAME_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+[a-z]*")
+_EXPR_PARAM = re.compile(r"[?&]g0\.expr=([^&]*)")
+_SPACES = re.compile(r"\s+")
+_WILDCARD = ("", True)  # "*" as a whole word: any one word
+
+_Element = tuple[str, bool]  # (word, is_prefix)
+_Elements = tuple[_Element, ...]
+
+
+# --------------------------------------------------------------------- table
+
+
+@dataclass(frozen=True, slots=True)
+class Clearance:
+    """A live metric value that says an alert's condition has already cleared."""
+
+    metric: str
+    below: float | None = None
+    at_least: float | None = None
+
+    def cleared(self, value: float) -> bool:
+        if self.below is not None:
+            return value < self.below
+        return self.at_least is not None and value >= self.at_least
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One entry of the rule table (see `rules.toml` for the meaning of each key)."""
+
+    id: str
+    issue_type: IssueType
+    weight: float = 1.0
+    keywords: _Elements = ()
+    phrases: tuple[_Elements, ...] = ()
+    patterns: tuple[re.Pattern[str], ...] = ()
+    fields: int = _ALL_FIELDS
+    labels: tuple[tuple[str, str], ...] = ()
+    no_restart: bool = False
+    severity: Severity | None = None
+    proposed_action: str | None = None
+    recommended_actions: tuple[str, ...] = ()
+    clears_when: Clearance | None = None
+    user: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Limits applied to the live context (`[context]` in rules.toml)."""
+
+    feed_lag_stale_seconds: float = 300.0
+    accuracy_floor: float = 0.7
+    restart_history_window: int = 5
+    restart_failures_to_escalate: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTable:
+    """The compiled rule table: rules, severity map, thresholds and action texts."""
+
+    rules: tuple[Rule, ...]
+    severity_map: Mapping[str, Severity]
+    field_weights: tuple[float, ...]
+    min_score: float
+    semantic_labels: tuple[str, ...]
+    tie_order: tuple[IssueType, ...]
+    thresholds: Thresholds
+    actions: Mapping[str, Mapping[str, tuple[str, ...]]]
+    matcher: _Matcher = field(init=False, repr=False, compare=False)
+    #: Sum of field weights for every field mask.
+    mask_weights: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    #: Type indexes in tie-break order (`unknown` excluded: it never wins on score).
+    vote_order: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        weights = self.field_weights
+        sums = tuple(
+            sum(w for i, w in enumerate(weights) if m >> i & 1) for m in range(_ALL_FIELDS + 1)
+        )
+        order = [t for t in self.tie_order if t is not IssueType.UNKNOWN]
+        order += [t for t in _TYPES if t not in order and t is not IssueType.UNKNOWN]
+        object.__setattr__(self, "matcher", _Matcher(self))
+        object.__setattr__(self, "mask_weights", sums)
+        object.__setattr__(self, "vote_order", tuple(_TYPE_INDEX[t] for t in order))
+
+    def severity_of(self, alert: Alert) -> Severity:
+        """The alert's `severity` label mapped case-insensitively; unknown is info."""
+        label = alert.labels.get("severity")
+        return (
+            self.severity_map.get(label.strip().lower(), Severity.INFO) if label else Severity.INFO
+        )
+
+
+# ------------------------------------------------------------------- loading
+
+
+def load_rule_table(extra_rules: Sequence[Mapping[str, Any]] = ()) -> RuleTable:
+    """The built-in rule table, with the user's `[[analysis.rules]]` entries added.
+
+    A user rule replaces the built-in rule of the same id, and when any user rule
+    matches an alert, user rules alone decide its issue type. Raises `ConfigError`
+    with a one-line message naming the bad rule and key.
+    """
+    if not extra_rules:
+        return _builtin_table()
+    base = _builtin_table()
+    user = [
+        _parse_rule(raw, f"analysis.rules[{i}]", user=True) for i, raw in enumerate(extra_rules)
+    ]
+    _check_unique(user, "analysis.rules")
+    user_ids = {rule.id for rule in user}
+    kept = tuple(rule for rule in base.rules if rule.id not in user_ids)
+    return dataclasses.replace(base, rules=tuple(user) + kept)
+
+
+@functools.cache
+def _builtin_table() -> RuleTable:
+    text = resources.files("market_agent.analysis").joinpath("rules.toml").read_text("utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:  # pragma: no cover - shipped file
+        raise ConfigError(f"built-in rules.toml is not valid TOML: {exc}") from exc
+    return _table_from_data(data)
+
+
+def _table_from_data(data: Mapping[str, Any]) -> RuleTable:
+    where = "rules.toml"
+    settings = _table(data.get("settings", {}), f"{where} [settings]")
+    rules = [_parse_rule(raw, f"{where} rules[{i}]") for i, raw in enumerate(data.get("rules", []))]
+    _check_unique(rules, where)
+    weights = _table(settings.get("field_weights", {}), f"{where} settings.field_weights")
+    return RuleTable(
+        rules=tuple(rules),
+        severity_map=_severity_map(_table(data.get("severity", {}), f"{where} [severity]")),
+        field_weights=tuple(float(weights.get(name, 0.0)) for name in FIELDS),
+        min_score=float(settings.get("min_score", 0.35)),
+        semantic_labels=tuple(settings.get("semantic_labels", ())),
+        tie_order=tuple(IssueType(t) for t in settings.get("tie_order", ())),
+        thresholds=Thresholds(**_table(data.get("context", {}), f"{where} [context]")),
+        actions={
+            group: {key: tuple(steps) for key, steps in _table(texts, group).items()}
+            for group, texts in _table(data.get("actions", {}), f"{where} [actions]").items()
+        },
+    )
+
+
+def _severity_map(raw: Mapping[str, Any]) -> dict[str, Severity]:
+    mapping: dict[str, Severity] = {}
+    for level, words in raw.items():
+        for word in _strings(words, f"rules.toml severity.{level}"):
+            mapping[word.lower()] = Severity(level)
+    return mapping
+
+
+def _check_unique(rules: Iterable[Rule], where: str) -> None:
+    seen: set[str] = set()
+    for rule in rules:
+        if rule.id in seen:
+            raise ConfigError(f"{where}: duplicate rule id {rule.id!r}")
+        seen.add(rule.id)
+
+
+def _parse_rule(raw: Any, where: str, *, user: bool = False) -> Rule:
+    raw = _table(raw, where)
+    rule_id = raw.get("id")
+    if not isinstance(rule_id, str) or not rule_id.strip():
+        raise ConfigError(f"{where}: key 'id' must be a non-empty string")
+    where = f"{where} (id {rule_id!r})"
+    unknown = sorted(set(raw) - _RULE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+    keywords, phrases = _words(raw, where)
+    rule = Rule(
+        id=rule_id,
+        issue_type=_choice(raw.get("issue_type"), IssueType, f"{where}: key 'issue_type'"),
+        weight=_float(raw.get("weight", 1.0), f"{where}: key 'weight'"),
+        keywords=keywords,
+        phrases=phrases,
+        patterns=_patterns(raw.get("patterns", []), where),
+        fields=_fields(raw.get("fields"), where),
+        labels=tuple(_str_table(raw.get("labels", {}), f"{where}: key 'labels'").items()),
+        no_restart=_bool(raw.get("no_restart", False), f"{where}: key 'no_restart'"),
+        severity=_optional_severity(raw.get("severity"), where),
+        proposed_action=_optional_str(
+            raw.get("proposed_action"), f"{where}: key 'proposed_action'"
+        ),
+        recommended_actions=tuple(
+            _strings(raw.get("recommended_actions", []), f"{where}: key 'recommended_actions'")
+        ),
+        clears_when=_clearance(raw.get("clears_when"), where),
+        user=user,
+    )
+    if not (rule.keywords or rule.phrases or rule.patterns or rule.labels):
+        raise ConfigError(f"{where}: needs at least one of keywords, phrases, patterns, labels")
+    return rule
+
+
+def _words(raw: Mapping[str, Any], where: str) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Keywords and phrases, tokenised like alert text; multi-word keywords become phrases."""
+    keywords: list[tuple[str, bool]] = []
+    phrases: list[tuple[tuple[str, bool], ...]] = []
+    for key in ("keywords", "phrases"):
+        for entry in _strings(raw.get(key, []), f"{where}: key {key!r}"):
+            elements = _phrase_elements(entry)
+            if not elements or all(el == _WILDCARD for el in elements):
+                raise ConfigError(f"{where}: key {key!r}: {entry!r} has no word to match")
+            if elements[0] == _WILDCARD:
+                raise ConfigError(f"{where}: key {key!r}: {entry!r} must not start with '*'")
+            if len(elements) == 1:
+                keywords.append(elements[0])
+            else:
+                phrases.append(tuple(elements))
+    return tuple(keywords), tuple(phrases)
+
+
+def _phrase_elements(entry: str) -> list[tuple[str, bool]]:
+    elements: list[tuple[str, bool]] = []
+    for piece in entry.lower().split():
+        if piece == "*":
+            elements.append(_WILDCARD)
+            continue
+        prefix = piece.endswith("*")
+        words = _WORD.findall(piece)
+        elements.extend((w, prefix and k == len(words) - 1) for k, w in enumerate(words))
+    return elements
+
+
+def _patterns(raw: Any, where: str) -> tuple[re.Pattern[str], ...]:
+    compiled = []
+    for pattern in _strings(raw, f"{where}: key 'patterns'"):
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as exc:
+            raise ConfigError(f"{where}: key 'patterns': bad regex {pattern!r}: {exc}") from exc
+    return tuple(compiled)
+
+
+def _fields(raw: Any, where: str) -> int:
+    if raw is None:
+        return _ALL_FIELDS
+    mask = 0
+    for name in _strings(raw, f"{where}: key 'fields'"):
+        if name not in FIELDS:
+            raise ConfigError(f"{where}: key 'fields': {name!r} is not one of {', '.join(FIELDS)}")
+        mask |= 1 << FIELDS.index(name)
+    return mask
+
+
+def _clearance(raw: Any, where: str) -> Clearance | None:
+    if raw is None:
+        return None
+    raw = _table(raw, f"{where}: key 'clears_when'")
+    metric = raw.get("metric")
+    if metric not in _METRICS:
+        raise ConfigError(f"{where}: key 'clears_when.metric' must be one of {', '.join(_METRICS)}")
+    bounds = [k for k in ("below", "at_least") if k in raw]
+    if len(bounds) != 1 or set(raw) - {"metric", "below", "at_least"}:
+        raise ConfigError(f"{where}: key 'clears_when' needs metric and one of below, at_least")
+    value = _float(raw[bounds[0]], f"{where}: key 'clears_when.{bounds[0]}'")
+    return Clearance(metric, **{bounds[0]: value})
+
+
+def _optional_severity(raw: Any, where: str) -> Severity | None:
+    if raw is None:
+        return None
+    return _choice(raw, Severity, f"{where}: key 'severity'")
+
+
+def _choice(raw: Any, enum: Any, what: str) -> Any:
+    try:
+        return enum(raw)
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum)
+        raise ConfigError(f"{what} is {raw!r}, expected one of {allowed}") from None
+
+
+def _table(raw: Any, what: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{what} must be a table")
+    return raw
+
+
+def _str_table(raw: Any, what: str) -> dict[str, str]:
+    raw = _table(raw, what)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ConfigError(f"{what} must map label names to strings")
+    return dict(raw)
+
+
+def _strings(raw: Any, what: str) -> list[str]:
+    if not isinstance(raw, list | tuple) or not all(isinstance(s, str) for s in raw):
+        raise ConfigError(f"{what} must be a list of strings")
+    return list(raw)
+
+
+def _float(raw: Any, what: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
+        raise ConfigError(f"{what} must be a number")
+    return float(raw)
+
+
+def _bool(raw: Any, what: str) -> bool:
+    if not isinstance(raw, bool):
+        raise ConfigError(f"{what} must be true or false")
+    return raw
+
+
+def _optional_str(raw: Any, what: str) -> str | None:
+    if raw is not None and (not isinstance(raw, str) or not raw.strip()):
+        raise ConfigError(f"{what} must be a non-empty string")
+    return raw
+
+
+# ------------------------------------------------------------------ matching
+
+
+class _Matcher:
+    """Finds the rules that match each field of an alert.
+
+    Word and word-pair look-ups are memoised, and so is the result for each
+    distinct field text: alert names, expressions and templated annotations
+    repeat across notifications. Every memo is bounded.
+    """
+
+    def __init__(self, table: RuleTable) -> None:
+        rules = table.rules
+        self.semantic_labels = table.semantic_labels
+        self.exact: dict[str, list[int]] = {}
+        self.prefixes: list[tuple[str, int]] = []
+        self.phrases = [(phrase, r) for r, rule in enumerate(rules) for phrase in rule.phrases]
+        self.patterns = [(p, r) for r, rule in enumerate(rules) for p in rule.patterns]
+        self.fields = [rule.fields for rule in rules]
+        self.gated = tuple((r, rule) for r, rule in enumerate(rules) if rule.labels)
+        for r, rule in enumerate(rules):
+            for word, prefix in rule.keywords:
+                if prefix:
+                    self.prefixes.append((word, r))
+                else:
+                    self.exact.setdefault(word, []).append(r)
+        self._words: dict[str, tuple[int, ...]] = {}
+        self._pairs: dict[tuple[str, str], tuple[tuple[int, _Elements], ...]] = {}
+        self._texts: dict[tuple[int, str], tuple[int, ...]] = {}
+
+    def alert_masks(self, alert: Alert) -> dict[int, int]:
+        """Rule index -> bit mask of the fields of `alert` where the rule matched."""
+        masks: dict[int, int] = {}
+        annotations = alert.annotations
+        self._field(_NAME, alert.name, masks)
+        for key, index in (("summary", _SUMMARY), ("description", _DESCRIPTION)):
+            text = annotations.get(key)
+            if text:
+                self._field(index, text, masks)
+        if "message" in annotations:
+            self._field(_DESCRIPTION, annotations["message"], masks)
+        if alert.generator_url:
+            self._field(_EXPR, alert.generator_url, masks)
+        labels = alert.labels
+        values = " ".join(labels[k] for k in self.semantic_labels if k in labels)
+        if values:
+            self._field(_LABELS, values, masks)
+        if self.gated:
+            self._gate(labels, masks)
+        return masks
+
+    def _field(self, index: int, text: str, masks: dict[int, int]) -> None:
+        key = (index, text)
+        found = self._texts.get(key)
+        if found is None:
+            found = _remember(self._texts, key, self._scan(index, text))
+        bit = 1 << index
+        for r in found:
+            masks[r] = masks.get(r, 0) | bit
+
+    def _gate(self, labels: Mapping[str, str], masks: dict[int, int]) -> None:
+        """Rules with `labels` count only when every label matches."""
+        for r, rule in self.gated:
+            if any(labels.get(k) != v for k, v in rule.labels):
+                masks.pop(r, None)
+            elif not (rule.keywords or rule.phrases or rule.patterns):
+                masks[r] = masks.get(r, 0) | (1 << _LABELS)
+
+    def _scan(self, index: int, text: str) -> tuple[int, ...]:
+        """Rules matching one field text (uncached)."""
+        if index == _NAME:
+            tokens: Sequence[str] = [w.lower() for w in _NAME_WORD.findall(text)]
+            low = " ".join(tokens)
+        else:
+            low = _expr_of(text) if index == _EXPR else text.lower()
+            tokens = _WORD.findall(low)
+        bit, allowed = 1 << index, self.fields
+        found = {r for word in tokens for r in self._word(word) if allowed[r] & bit}
+        for i in range(len(tokens) - 1):
+            for r, rest in self._pair(tokens[i], tokens[i + 1]):
+                if allowed[r] & bit and _rest_at(rest, tokens, i + 2):
+                    found.add(r)
+        found.update(r for p, r in self.patterns if allowed[r] & bit and p.search(low))
+        return tuple(sorted(found))
+
+    def _word(self, word: str) -> tuple[int, ...]:
+        found = self._words.get(word)
+        if found is None:
+            hits = self.exact.get(word, [])
+            hits = hits + [r for p, r in self.prefixes if word.startswith(p)]
+            found = _remember(self._words, word, tuple(hits))
+        return found
+
+    def _pair(self, first: str, second: str) -> tuple[tuple[int, _Elements], ...]:
+        """(rule, remaining elements) of the phrases starting with these two words."""
+        found = self._pairs.get((first, second))
+        if found is None:
+            hits = tuple(
+                (r, phrase[2:])
+                for phrase, r in self.phrases
+                if _word_ok(phrase[0], first) and _word_ok(phrase[1], second)
+            )
+            found = _remember(self._pairs, (first, second), hits)
+        return found
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
+    if len(memo) >= 50_000:  # bounded: alert text is open-ended
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+def _word_ok(element: _Element, word: str) -> bool:
+    text, prefix = element
+    return word.startswith(text) if prefix else word == text
+
+
+def _rest_at(rest: _Elements, tokens: Sequence[str], i: int) -> bool:
+    if i + len(rest) > len(tokens):
+        return False
+    return all(_word_ok(el, tokens[i + k]) for k, el in enumerate(rest))
+
+
+def _expr_of(generator_url: str) -> str:
+    """The PromQL expression of a Prometheus generatorURL, lower-cased."""
+    found = _EXPR_PARAM.search(generator_url)
+    return unquote_plus(found.group(1)).lower() if found else ""
+
+
+# ------------------------------------------------------------------- scoring
+
+
+@dataclass(slots=True)
+class _Evidence:
+    """What the rules found in one firing alert."""
+
+    alert: Alert
+    severity: Severity
+    managed: bool
+    scores: list[float]
+    matched: dict[int, float]  # rule index -> contribution to its issue type
+
+
+def _score(table: RuleTable, masks: Mapping[int, int]) -> tuple[list[float], dict[int, float]]:
+    rules = table.rules
+    if any(rules[r].user for r in masks):  # user rules take precedence
+        masks = {r: m for r, m in masks.items() if rules[r].user}
+    scores = [0.0] * len(_TYPES)
+    matched: dict[int, float] = {}
+    for r, mask in masks.items():
+        rule = rules[r]
+        contribution = rule.weight * table.mask_weights[mask]
+        scores[_TYPE_INDEX[rule.issue_type]] += contribution
+        matched[r] = contribution
+    return scores, matched
+
+
+def _combined(evidence: Sequence[_Evidence]) -> list[float]:
+    """Per-type scores of a group: averaged with weights 1 + severity rank."""
+    if len(evidence) == 1:
+        return evidence[0].scores
+    weights = [1 + e.severity.rank for e in evidence]
+    total = sum(weights)
+    return [
+        sum(w * e.scores[i] for w, e in zip(weights, evidence, strict=True)) / total
+        for i in range(len(_TYPES))
+    ]
+
+
+def _best(table: RuleTable, scores: Sequence[float]) -> tuple[IssueType, float, float]:
+    """Winning issue type, its score and the runner-up's score (ties: tie_order)."""
+    best, top, second = _UNKNOWN, -math.inf, -math.inf
+    for i in table.vote_order:
+        score = scores[i]
+        if score > top:
+            best, top, second = i, score, top
+        elif score > second:
+            second = score
+    second = max(second, 0.0)
+    if top < table.min_score:
+        return IssueType.UNKNOWN, max(top, 0.0), second
+    return _TYPES[best], top, second
+
+
+def _confidence(issue_type: IssueType, top: float, second: float) -> float:
+    """Stronger and more one-sided evidence gives higher confidence (0.2 .. 0.95)."""
+    if issue_type is IssueType.UNKNOWN:
+        return 0.2
+    strength = 1.0 - math.exp(-top / 1.4)
+    agreement = 0.4 + 0.6 * (top - second) / top
+    return round(0.2 + 0.75 * strength * agreement, 3)
+
+
+@dataclass(slots=True)
+class _Finding:
+    """The notification-level result being assembled."""
+
+    issue_type: IssueType
+    severity: Severity
+    confidence: float
+    managed: bool
+    rules: list[Rule]  # rules that voted for issue_type, strongest first
+    restartable: bool = True
+    cleared: bool = False
+    signals: str = ""
+    notes: list[str] = field(default_factory=list)
+    situations: list[str] = field(default_factory=list)
+
+    def reclassify(self, issue_type: IssueType, why: str) -> None:
+        """Live context overrides the rules: say so instead of listing rule ids."""
+        if issue_type is not self.issue_type:
+            self.signals = f"{why}; the alert text suggested {self.issue_type.value}"
+            self.issue_type = issue_type
+
+
+def _find(table: RuleTable, evidence: Sequence[_Evidence]) -> _Finding:
+    issue_type, top, second = _best(table, _combined(evidence))
+    totals: dict[int, float] = {}
+    restartable = True
+    for e in evidence:
+        for r, contribution in e.matched.items():
+            rule = table.rules[r]
+            if contribution > 0 and rule.no_restart:
+                restartable = False
+            if contribution > 0 and rule.issue_type is issue_type:
+                totals[r] = totals.get(r, 0.0) + contribution
+    ranked = sorted(totals, key=totals.__getitem__, reverse=True)
+    return _Finding(
+        issue_type=issue_type,
+        severity=max((e.severity for e in evidence), key=_rank),
+        confidence=_confidence(issue_type, top, second),
+        managed=any(e.managed for e in evidence),
+        rules=[table.rules[r] for r in ranked],
+        restartable=restartable,
+    )
+
+
+def _rank(severity: Severity) -> int:
+    return severity.rank
+
+
+# ------------------------------------------------------------------- context
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _apply_predictor(finding: _Finding, predictor: Mapping[str, Any]) -> None:
+    """An unreachable predictor is an outage, whatever the alert says."""
+    reachable = predictor.get("reachable")
+    if reachable is False:
+        error = predictor.get("error")
+        detail = f" ({error})" if isinstance(error, str) and error else ""
+        finding.notes.append(f"the predictor is unreachable right now{detail}")
+        finding.reclassify(IssueType.AVAILABILITY, "live probe")
+        finding.severity = Severity.CRITICAL
+        finding.confidence = max(finding.confidence, 0.9)
+        finding.situations.append("unreachable")
+    elif reachable is True and finding.issue_type is IssueType.AVAILABILITY:
+        if predictor.get("healthy") is True:
+            finding.notes.append("the predictor answers and reports healthy now")
+            finding.cleared = True
+    elif predictor.get("healthy") is False:
+        finding.notes.append("the predictor reports itself unhealthy")
+
+
+def _apply_metrics(finding: _Finding, metrics: Mapping[str, Any], limits: Thresholds) -> None:
+    """Feed outage or model problem; otherwise, has the condition already cleared?"""
+    if "unreachable" in finding.situations:
+        return
+    lag = _number(metrics.get("feed_lag_seconds"))
+    accuracy = _number(metrics.get("accuracy"))
+    stale = lag is not None and lag > limits.feed_lag_stale_seconds
+    if stale and finding.issue_type in _FEED_EXPLAINS:
+        finding.notes.append(f"the market-data feed is {lag:.0f} s behind: a feed outage")
+        finding.reclassify(IssueType.DATA, "feed lag")
+        finding.confidence = max(finding.confidence, 0.8)
+        finding.situations.append("feed_outage")
+        return
+    model_alert = finding.issue_type in (IssueType.DATA, IssueType.UNKNOWN)
+    if accuracy is not None and accuracy < limits.accuracy_floor and not stale and model_alert:
+        finding.notes.append(
+            f"accuracy is {accuracy:.2f} with a fresh feed: the model has degraded"
+        )
+        finding.reclassify(IssueType.DATA, "model accuracy")
+        finding.confidence = max(finding.confidence, 0.75)
+        finding.situations.append("model_degraded")
+        return
+    _apply_clearance(finding, metrics)
+
+
+def _apply_clearance(finding: _Finding, metrics: Mapping[str, Any]) -> None:
+    """Lower the confidence (not the severity) of an alert that looks cleared."""
+    readings = []
+    for rule in finding.rules:
+        clearance = rule.clears_when
+        value = _number(metrics.get(clearance.metric)) if clearance else None
+        if clearance and value is not None:
+            readings.append((clearance.cleared(value), clearance.metric, value))
+    if readings and all(cleared for cleared, _, _ in readings):
+        _, metric, value = readings[0]
+        finding.notes.append(f"the condition looks cleared already ({metric} is {value:g} now)")
+        finding.cleared = True
+    if finding.cleared:
+        finding.confidence = round(finding.confidence * 0.6, 3)
+
+
+def _apply_effectiveness(
+    finding: _Finding,
+    evidence: Sequence[_Evidence],
+    effectiveness: Mapping[str, Any],
+    action: str,
+    limits: Thresholds,
+) -> None:
+    """Escalate instead of restarting when recent restarts did not fix this alert."""
+    for name in dict.fromkeys(e.alert.name for e in evidence):
+        history = _mapping(_mapping(effectiveness.get(name)).get(action)).get("recent")
+        if not isinstance(history, list | tuple):
+            continue
+        recent = [x for x in history if isinstance(x, bool)][-limits.restart_history_window :]
+        failures = recent.count(False)
+        if failures >= limits.restart_failures_to_escalate:
+            finding.notes.append(
+                f"{action} failed in {failures} of the last {len(recent)} attempts "
+                f"for {name}, so escalating instead"
+            )
+            finding.situations.append("restart_ineffective")
+            return
+
+
+def _raise_severity(finding: _Finding) -> None:
+    """Raise (never lower) the severity on evidence."""
+    floors = [finding.severity]
+    floors.extend(r.severity for r in finding.rules[:1] if r.severity)
+    outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
+    if outage and finding.restartable and not finding.cleared:
+        floors.append(Severity.CRITICAL if finding.confidence >= 0.8 else Severity.HIGH)
+    finding.severity = max(floors, key=_rank)
+
+
+# ------------------------------------------------------------------- wording
+
+
+def _headline(evidence: Sequence[_Evidence]) -> Alert:
+    if len(evidence) == 1:
+        return evidence[0].alert
+    return max(evidence, key=lambda e: (e.managed, e.severity.rank)).alert
+
+
+def _where(labels: Mapping[str, str]) -> str:
+    instance, job, service = labels.get("instance"), labels.get("job"), labels.get("service")
+    parts = [f"job {job}"] if job else []
+    if service and service != job:
+        parts.append(f"service {service}")
+    if instance:
+        return f"{instance} ({', '.join(parts)})" if parts else instance
+    return ", ".join(parts) or "an unnamed target"
+
+
+def _summary(alert: Alert) -> str:
+    text = alert.annotations.get("summary") or alert.annotations.get("description") or ""
+    text = _SPACES.sub(" ", text).strip().rstrip(".")
+    return text if len(text) <= 200 else text[:197].rstrip() + "..."
+
+
+def _describe(finding: _Finding, evidence: Sequence[_Evidence]) -> str:
+    head = _headline(evidence)
+    others = len(evidence) - 1
+    more = f" with {others} other alert{'s' if others > 1 else ''}" if others else ""
+    summary = _summary(head)
+    what = f"{head.name or 'An unnamed alert'} is firing on {_where(head.labels)}{more}"
+    first = f"{what}: {summary}." if summary else f"{what}."
+    signals = finding.signals or ", ".join(r.id for r in finding.rules[:3])
+    second = f"Classified as {finding.issue_type.value} ({signals or 'no known signal matched'})"
+    notes = "".join(f"; {note}" for note in finding.notes)
+    return f"{first} {second}, severity {finding.severity.value}{notes}."
+
+
+def _recommend(table: RuleTable, finding: _Finding, head: Alert) -> list[str]:
+    """2-5 steps: runbook, situation, rule-specific, then by issue type."""
+    runbook = head.annotations.get("runbook_url") or head.annotations.get("runbook")
+    steps = [f"Follow the runbook: {runbook}"] if runbook else []
+    situations = table.actions.get("situations", {})
+    keys = list(finding.situations)
+    if finding.issue_type is IssueType.AVAILABILITY and not finding.restartable:
+        keys.insert(0, "restart_loop")
+    candidates = [step for key in keys for step in situations.get(key, ())]
+    candidates += [step for rule in finding.rules for step in rule.recommended_actions]
+    group = table.actions.get("managed" if finding.managed else "generic", {})
+    candidates += group.get(finding.issue_type.value, ())
+    candidates += table.actions.get("generic", {}).get("unknown", ())
+    values: _Placeholders | None = None
+    for step in candidates:
+        if "{" in step:
+            values = values or _Placeholders(head.labels, where=_where(head.labels))
+            step = _format(step, values)
+        if step not in steps:
+            steps.append(step)
+            if len(steps) == 5:
+                break
+    return steps
+
+
+def _format(step: str, values: Mapping[str, str]) -> str:
+    try:
+        return step.format_map(values)
+    except (ValueError, IndexError, AttributeError):
+        return step
+
+
+class _Placeholders(dict[str, str]):
+    """`str.format_map` values: alert labels plus `where`; unknown keys stay visible."""
+
+    def __init__(self, labels: Mapping[str, str], **extra: str) -> None:
+        super().__init__(labels)
+        self.update(extra)
+        self.setdefault("job", self.get("service", "the service"))
+
+    def __missing__(self, key: str) -> str:
+        return {"instance": "the instance", "service": "the service"}.get(key, "{" + key + "}")
+
+
+def _resolved_verdict(notification: Notification) -> Verdict:
+    names = list(dict.fromkeys(a.name or "an unnamed alert" for a in notification.alerts))
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    verb = "is" if len(names) == 1 else "are"
+    where = _where(notification.alerts[0].labels)
+    return Verdict(
+        issue_detected=False,
+        severity=Severity.INFO,
+        issue_type=IssueType.UNKNOWN,
+        description=f"Resolved: {shown} on {where} {verb} no longer firing; nothing to do.",
+        recommended_actions=[
+            "No action needed now.",
+            "If it keeps firing and resolving, look at the alert's threshold and `for` duration.",
+        ],
+        proposed_action="none",
+        confidence=0.95,
+        requires_immediate_action=False,
+    )
+
+
+# ------------------------------------------------------------------ analyzer
+
+
+class RuleAnalyzer:
+    """Deterministic analyzer driven by the rule table in `rules.toml`.
+
+    `managed_service`: label matchers; an alert concerns the managed service when
+    all labels of any one matcher equal its labels. `extra_rules`: the user's
+    `[[analysis.rules]]` tables, which take precedence over built-in rules.
+    `restart_action`: the name of the action proposed for a restart.
+    Raises `ConfigError` for a bad rule or an empty matcher.
+    """
+
+    name = "rules"
+
+    def __init__(
+        self,
+        *,
+        managed_service: Sequence[Mapping[str, str]] = (
+            {"job": "market-predictor"},
+            {"service": "market-predictor"},
+        ),
+        extra_rules: Sequence[Mapping[str, Any]] = (),
+        restart_action: str = "restart",
+    ) -> None:
+        self.table = load_rule_table(extra_rules)
+        self.restart_action = restart_action
+        self._managed = tuple(tuple(matcher.items()) for matcher in managed_service)
+        if not all(self._managed):
+            raise ConfigError("managed_service: every label matcher must name at least one label")
+
+    def judge(self, notification: Notification, context: Mapping[str, Any]) -> Judgement:
+        """Judge one notification; `context` holds optional live facts (`{}` if none).
+
+        Context keys (all optional, odd shapes ignored): `predictor` (reachable,
+        healthy, error), `metrics` (up, error_ratio, p95_latency_seconds,
+        feed_lag_seconds, accuracy) and `effectiveness`
+        (`{alertname: {action: {"recent": [bool, ...]}}}`, most recent last).
+        """
+        firing = notification.firing if notification.status == "firing" else []
+        if not firing:
+            return Judgement(verdict=_resolved_verdict(notification), analyzer="rules")
+        evidence = [self._evidence(alert) for alert in firing]
+        finding = _find(self.table, evidence)
+        if context:
+            self._apply_context(finding, evidence, _mapping(context))
+        if finding.issue_type is IssueType.AVAILABILITY and not finding.restartable:
+            finding.notes.append("it is restarting in a loop, so another restart will not help")
+        _raise_severity(finding)
+        return Judgement(verdict=self._verdict(finding, evidence), analyzer="rules")
+
+    def _evidence(self, alert: Alert) -> _Evidence:
+        table = self.table
+        scores, matched = _score(table, table.matcher.alert_masks(alert))
+        labels = alert.labels
+        managed = any(all(labels.get(k) == v for k, v in m) for m in self._managed)
+        return _Evidence(alert, table.severity_of(alert), managed, scores, matched)
+
+    def _apply_context(
+        self, finding: _Finding, evidence: Sequence[_Evidence], context: Mapping[str, Any]
+    ) -> None:
+        limits = self.table.thresholds
+        if finding.managed:
+            _apply_predictor(finding, _mapping(context.get("predictor")))
+            _apply_metrics(finding, _mapping(context.get("metrics")), limits)
+        effectiveness = _mapping(context.get("effectiveness"))
+        _apply_effectiveness(finding, evidence, effectiveness, self.restart_action, limits)
+
+    def _verdict(self, finding: _Finding, evidence: Sequence[_Evidence]) -> Verdict:
+        outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
+        return Verdict(
+            issue_detected=True,
+            severity=finding.severity,
+            issue_type=finding.issue_type,
+            description=_describe(finding, evidence),
+            recommended_actions=_recommend(self.table, finding, _headline(evidence)),
+            proposed_action=self._action(finding),
+            confidence=min(max(finding.confidence, 0.0), 1.0),
+            requires_immediate_action=outage or finding.severity is Severity.CRITICAL,
+        )
+
+    def _action(self, finding: _Finding) -> str:
+        """`restart` only for an outage of the managed service that a restart can fix."""
+        ineffective = "restart_ineffective" in finding.situations
+        chosen = next((r.proposed_action for r in finding.rules if r.proposed_action), None)
+        if chosen and chosen != self.restart_action:
+            return chosen
+        outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
+        if outage and finding.restartable and not ineffective:
+            return self.restart_action
+        if ineffective or finding.severity is Severity.CRITICAL:
+            return "escalate"
+        return "none"

@@ -1,0 +1,132 @@
+"""The `market-agent` command line: a table of contents over `market_agent.commands`.
+
+Errors are caught once, in `main()`: a one-line message on stderr and a documented
+exit code (`market_agent.errors.ExitCode`); tracebacks only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from market_agent import __version__
+from market_agent.app import AppState
+from market_agent.commands.analyze import analyze
+from market_agent.errors import ExitCode
+
+app = typer.Typer(
+    name="market-agent",
+    help="On-call companion for the Market Predictor: analyse alerts, watch health, "
+    "restart safely, keep an audit trail.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich formatting costs ~0.1 s of start-up
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command()(analyze)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"market-agent {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML config file (default: $MARKET_AGENT_CONFIG, "
+            "./market-agent.toml, $XDG_CONFIG_HOME/market-agent/config.toml).",
+        ),
+    ] = None,
+    audit_log: Annotated[
+        Path | None, typer.Option("--audit-log", help="Audit log path (JSON Lines).")
+    ] = None,
+    no_audit: Annotated[
+        bool, typer.Option("--no-audit", help="Do not write the audit log (pure CI use).")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Settings are loaded once, lazily, and shared by the command through ctx.obj."""
+    overrides: dict[str, object] = {"audit.path": audit_log}
+    if no_audit:
+        overrides["audit.enabled"] = False
+    ctx.obj = AppState(config_path=config, debug=debug or _env_debug(), overrides=overrides)
+
+
+def _env_debug() -> bool:
+    return os.environ.get("MARKET_AGENT_DEBUG", "").lower() in {"1", "true", "yes"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    sys.exit(run(argv))
+
+
+def _click_exceptions() -> tuple[type[Exception], type[Exception]]:
+    """Typer >= 0.20 vendors click; older ones use the real package."""
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover - depends on the installed Typer
+        from click.exceptions import ClickException
+    return typer.Abort, ClickException
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit code (the testable core of `main`)."""
+    from market_agent.errors import MarketAgentError
+    from market_agent.render import error
+
+    abort, click_exception = _click_exceptions()
+    command = typer.main.get_command(app)
+    debug = "--debug" in (argv if argv is not None else sys.argv) or _env_debug()
+    try:
+        result = command.main(args=argv, prog_name="market-agent", standalone_mode=False)
+    except MarketAgentError as exc:
+        _maybe_traceback(debug)
+        error(exc.message)
+        return int(exc.exit_code)
+    except abort:
+        error("aborted")
+        return int(ExitCode.INTERRUPTED)
+    except click_exception as exc:
+        exc.show()  # type: ignore[attr-defined]
+        return int(ExitCode.USAGE)
+    except KeyboardInterrupt:
+        error("interrupted")
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        _silence_broken_pipe()
+        return int(ExitCode.OK)
+    except Exception as exc:  # the one place that turns bugs into a message
+        _maybe_traceback(debug)
+        error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)")
+        return int(ExitCode.INTERNAL)
+    return int(result or 0) if isinstance(result, int) else 0
+
+
+def _maybe_traceback(debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+
+
+def _silence_broken_pipe() -> None:
+    # stdout's reader went away (e.g. `| head`): don't let the interpreter complain at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -1,0 +1,1 @@
+"""One module per command: options and the call into the core."""

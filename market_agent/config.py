@@ -1,0 +1,269 @@
+"""One typed settings object, loaded once per invocation.
+
+Precedence, lowest first: built-in defaults; a TOML file (``--config PATH``, else
+``$MARKET_AGENT_CONFIG``, else ``./market-agent.toml``, else
+``$XDG_CONFIG_HOME/market-agent/config.toml``); ``MARKET_AGENT_<SECTION>__<KEY>``
+environment variables; command-line flags.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from market_agent.actions.config import ActionsSettings, NotifierSettings
+from market_agent.errors import ConfigError
+
+ENV_PREFIX = "MARKET_AGENT_"
+#: Environment variables with the prefix that are not settings.
+_NON_SETTING_ENV = {"CONFIG", "DEBUG"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EndpointSettings(_Section):
+    """An HTTP service the agent talks to."""
+
+    url: str
+    timeout: float = Field(default=5.0, gt=0)
+    bearer_token: SecretStr | None = None
+    bearer_token_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    verify_tls: bool = True
+    ca_file: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value) < 8:
+            raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+    def token(self) -> str | None:
+        """The bearer token, read from the file when one is configured."""
+        if self.bearer_token is not None:
+            return self.bearer_token.get_secret_value()
+        if self.bearer_token_file is not None:
+            return read_secret_file(self.bearer_token_file, "bearer_token_file")
+        return None
+
+
+class PredictorSettings(EndpointSettings):
+    url: str = "http://127.0.0.1:8000"
+
+
+class PrometheusSettings(EndpointSettings):
+    url: str = "http://127.0.0.1:9090"
+
+
+class AlertmanagerSettings(EndpointSettings):
+    url: str = "http://127.0.0.1:9093"
+
+
+class LLMSettings(_Section):
+    """An OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, ...)."""
+
+    #: None: on when an API key or a base URL is configured.
+    enabled: bool | None = None
+    model: str = "gpt-4o-mini"
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=1, ge=0, le=1)
+    max_tokens: int = Field(default=800, gt=0)
+    temperature: float = Field(default=0.0, ge=0, le=2)
+    #: How structured output is requested; `function_calling` suits older local servers.
+    structured_output: Literal["json_schema", "function_calling", "json_mode"] = "json_schema"
+    #: Bounds on LLM use during bursts (listen): parallel calls and calls per minute.
+    max_concurrency: int = Field(default=2, ge=1)
+    requests_per_minute: int = Field(default=60, ge=1)
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        return os.environ.get(self.api_key_env) or None
+
+    @property
+    def active(self) -> bool:
+        if self.enabled is not None:
+            return self.enabled
+        return bool(self.base_url or self.resolved_api_key())
+
+
+class AnalysisSettings(_Section):
+    #: Label matchers for the managed service: any one matcher, all of its labels.
+    managed_service: list[dict[str, str]] = Field(
+        default_factory=lambda: [{"job": "market-predictor"}, {"service": "market-predictor"}]
+    )
+    #: Extra rules, same schema as the built-in table; they take precedence.
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+    #: Gather live context (predictor health, key metrics) for managed-service alerts.
+    context: bool = False
+    context_timeout: float = Field(default=3.0, gt=0)
+
+
+class AuditSettings(_Section):
+    enabled: bool = True
+    path: Path = Field(default_factory=lambda: default_state_dir() / "audit.jsonl")
+    fsync: bool = True
+
+
+class ListenSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=9095, ge=0, le=65535)
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    queue_size: int = Field(default=1000, ge=1)
+    workers: int = Field(default=2, ge=1)
+    grace_period: float = Field(default=10.0, ge=0)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    insecure_no_auth: bool = False
+
+    def resolved_token(self) -> str | None:
+        """The webhook bearer token; a token file (e.g. `--token-file`) wins over `token`."""
+        if self.token_file is not None:
+            return read_secret_file(self.token_file, "listen.token_file")
+        if self.token is not None:
+            return self.token.get_secret_value()
+        return None
+
+
+class Settings(_Section):
+    """Everything configurable. Sections mirror the TOML tables."""
+
+    predictor: PredictorSettings = Field(default_factory=PredictorSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    alertmanager: AlertmanagerSettings = Field(default_factory=AlertmanagerSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    listen: ListenSettings = Field(default_factory=ListenSettings)
+    #: Remediation actions and their guards (`market_agent.actions.config`).
+    actions: ActionsSettings = Field(default_factory=ActionsSettings)
+    #: Escalation notifiers by name (`market_agent.actions.config`).
+    notifiers: dict[str, NotifierSettings] = Field(default_factory=dict)
+
+    #: The config file the settings came from, if any (not a setting itself).
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "market-agent"
+
+
+def default_config_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "market-agent"
+
+
+def read_secret_file(path: Path, key: str) -> str:
+    try:
+        return path.expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """The config file to use, by precedence; None when there is none."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(ENV_PREFIX + "CONFIG")
+    if from_env:
+        return Path(from_env)
+    for candidate in (Path("market-agent.toml"), default_config_dir() / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_settings(
+    config_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings from file, environment and flag overrides (dotted keys)."""
+    path = find_config_file(config_path)
+    data = _read_toml(path) if path is not None else {}
+    env_data = _env_overrides(os.environ if environ is None else environ)
+    for dotted, value in env_data.items():
+        _set_dotted(data, dotted, value)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    origin = str(path) if path is not None else "settings"
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: {_first_error(exc, env_data)}") from None
+    settings._source = path
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text") from None
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """`MARKET_AGENT_LLM__MODEL=x` -> {"llm.model": "x"}."""
+    found: dict[str, str] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        key = name[len(ENV_PREFIX) :]
+        if key in _NON_SETTING_ENV:
+            continue
+        found[key.lower().replace("__", ".")] = value
+    return found
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"setting {dotted!r}: {part!r} is not a table")
+        node = child
+    node[leaf] = value
+
+
+def _first_error(exc: ValidationError, env_data: Mapping[str, str]) -> str:
+    error = exc.errors()[0]
+    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+    via_env = f" (from ${ENV_PREFIX}{key.upper().replace('.', '__')})" if key in env_data else ""
+    return f"key '{key}'{via_env}: {message}"

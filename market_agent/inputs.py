@@ -1,0 +1,224 @@
+"""Reading saved Alertmanager payloads: files, stdin, JSON documents or JSON Lines.
+
+Accepted shapes, per JSON document:
+- a webhook notification object (``{"alerts": [...], ...}``);
+- a JSON array of alerts as ``GET /api/v2/alerts`` returns it, analysed as one group.
+
+A file is JSON Lines when its first line is a complete JSON value; otherwise it is
+one (pretty-printed) document. Problems are reported per file and line, and reading
+goes on with the next line or file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pydantic import ValidationError
+
+from market_agent.models import ApiAlert, Notification, notification_from_api_alerts
+
+#: A single (non-JSON-Lines) document larger than this is refused.
+MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
+#: One JSON Lines line larger than this is refused (the rest of the file is still read).
+MAX_LINE_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One notification read from `source` (at `line` for JSON Lines)."""
+
+    source: str
+    line: int | None
+    notification: Notification
+
+
+@dataclass(frozen=True, slots=True)
+class InputProblem:
+    source: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.source if self.line is None else f"{self.source}: line {self.line}"
+        return f"{where}: {self.message}"
+
+
+class PayloadError(ValueError):
+    """A JSON value that is not an accepted Alertmanager payload."""
+
+
+def read_source(name: str, stdin: BinaryIO | None = None) -> Iterator[Parsed | InputProblem]:
+    """Yield every notification in one input (`-` is stdin), or the problems found."""
+    if name == "-":
+        if stdin is None:
+            yield InputProblem(name, None, "no standard input available")
+            return
+        yield from _read_stream(name, stdin)
+        return
+    path = Path(name)
+    try:
+        if path.is_dir():
+            yield InputProblem(name, None, "is a directory, expected a JSON file")
+            return
+        with path.open("rb") as handle:
+            yield from _read_stream(name, handle)
+    except FileNotFoundError:
+        yield InputProblem(name, None, "no such file")
+    except PermissionError:
+        yield InputProblem(name, None, "permission denied")
+    except OSError as exc:
+        yield InputProblem(name, None, f"cannot read: {exc.strerror or exc}")
+
+
+def _read_stream(name: str, handle: BinaryIO) -> Iterator[Parsed | InputProblem]:
+    first = handle.readline(MAX_LINE_BYTES + 1)
+    while first and not first.strip():
+        first = handle.readline(MAX_LINE_BYTES + 1)
+    if not first:
+        yield InputProblem(name, None, "empty input, expected a JSON notification")
+        return
+    if first.endswith(b"\n") or len(first) <= MAX_LINE_BYTES:
+        try:
+            first_value = _loads(first)
+        except PayloadError:
+            first_value = _INCOMPLETE
+        if first_value is not _INCOMPLETE:
+            yield from _json_lines(name, handle, first, first_value)
+            return
+    yield from _single_document(name, handle, first)
+
+
+_INCOMPLETE = object()
+
+
+def _json_lines(
+    name: str, handle: BinaryIO, first: bytes, first_value: Any
+) -> Iterator[Parsed | InputProblem]:
+    yield _to_parsed(name, 1, first_value)
+    number = 1
+    while True:
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        number += 1
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            yield InputProblem(name, number, f"line longer than {MAX_LINE_BYTES} bytes")
+            _skip_rest_of_line(handle)
+            continue
+        if not line.strip():
+            continue
+        try:
+            value = _loads(line)
+        except PayloadError as exc:
+            yield InputProblem(name, number, str(exc))
+            continue
+        yield _to_parsed(name, number, value)
+
+
+def _skip_rest_of_line(handle: BinaryIO) -> None:
+    while True:
+        chunk = handle.readline(MAX_LINE_BYTES)
+        if not chunk or chunk.endswith(b"\n"):
+            return
+
+
+def _single_document(name: str, handle: BinaryIO, head: bytes) -> Iterator[Parsed | InputProblem]:
+    rest = handle.read(MAX_DOCUMENT_BYTES + 1 - len(head))
+    data = head + rest
+    if len(data) > MAX_DOCUMENT_BYTES:
+        limit = MAX_DOCUMENT_BYTES // (1024 * 1024)
+        yield InputProblem(
+            name,
+            None,
+            f"larger than the {limit} MiB limit for one JSON document; "
+            "split it into JSON Lines (one notification per line)",
+        )
+        return
+    try:
+        value = _loads(data)
+    except PayloadError as exc:
+        yield InputProblem(name, None, str(exc))
+        return
+    yield _to_parsed(name, None, value)
+
+
+def _to_parsed(name: str, line: int | None, value: Any) -> Parsed | InputProblem:
+    try:
+        return Parsed(name, line, parse_payload(value))
+    except PayloadError as exc:
+        return InputProblem(name, line, str(exc))
+
+
+def _loads(data: bytes) -> Any:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+    if "\x00" in text:
+        raise PayloadError("binary data, expected JSON text")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        where = (
+            f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno}, column {exc.colno}"
+        )
+        raise PayloadError(f"not valid JSON: {exc.msg} ({where})") from None
+    except RecursionError:
+        raise PayloadError("not valid JSON: nested too deeply") from None
+
+
+def parse_payload(value: Any) -> Notification:
+    """Validate one decoded JSON value as a notification (or an /api/v2/alerts list)."""
+    if isinstance(value, dict):
+        if "alerts" not in value:
+            raise PayloadError(
+                "expected an Alertmanager webhook notification (an object with 'alerts') "
+                "or a JSON array of alerts"
+            )
+        return _validate(Notification, value)
+    if isinstance(value, list):
+        if not value:
+            raise PayloadError("empty alert list, expected at least one alert")
+        api_alerts = [_validate(ApiAlert, item, f"[{i}]") for i, item in enumerate(value)]
+        return notification_from_api_alerts(api_alerts)
+    raise PayloadError(
+        f"expected a JSON object (webhook notification) or array (alerts), got {_json_type(value)}"
+    )
+
+
+def _validate(model: Any, value: Any, prefix: str = "") -> Any:
+    if not isinstance(value, dict):
+        raise PayloadError(f"{prefix or 'value'}: expected an object, got {_json_type(value)}")
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise PayloadError(describe_validation_error(exc, prefix)) from None
+    except RecursionError:
+        raise PayloadError("nested too deeply") from None
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """`alerts[0].labels.severity: Input should be a valid string` (+ how many more)."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = prefix + _location(first["loc"])
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"{where or 'payload'}: {first['msg']}{more}"
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")

@@ -1,0 +1,60 @@
+"""Install the Debian packages that real-server tests need."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+# binary -> Debian package that ships it
+PACKAGE_OF: dict[str, str] = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "amtool": "prometheus-alertmanager",
+}
+
+
+def ensure_debian_packages(*binaries: str) -> dict[str, str]:
+    """Return ``{binary: absolute path}``, apt-installing the packages of missing ones.
+
+    Runs ``apt-get install -y --no-install-recommends`` (after ``apt-get update``
+    if the first try fails). Fails the test with a clear message when the
+    install is impossible; never skips. Binaries must be keys of PACKAGE_OF.
+    """
+    unknown = sorted(set(binaries) - set(PACKAGE_OF))
+    if unknown:
+        raise ValueError(f"no known Debian package for {unknown}; add it to PACKAGE_OF")
+    missing = [binary for binary in binaries if shutil.which(binary) is None]
+    if missing:
+        _apt_install(sorted({PACKAGE_OF[binary] for binary in missing}))
+    paths = {binary: shutil.which(binary) for binary in binaries}
+    still_missing = [binary for binary, path in paths.items() if path is None]
+    if still_missing:
+        pytest.fail(f"installed packages but {still_missing} still not on PATH", pytrace=False)
+    return {binary: path for binary, path in paths.items() if path is not None}
+
+
+def _apt_install(packages: list[str]) -> None:
+    if shutil.which("apt-get") is None:
+        pytest.fail(f"need Debian packages {packages} but apt-get is not available", pytrace=False)
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    result = _run(install)
+    if result.returncode != 0:
+        _run(["apt-get", "update"])
+        result = _run(install)
+    if result.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(install)}` failed (exit {result.returncode}; root is needed):\n"
+            f"{result.stdout[-2000:]}",
+            pytrace=False,
+        )
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    return subprocess.run(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+    )
