@@ -2,8 +2,9 @@
 
 Run: `python bench/bench_rules.py [N]` from the project root. Reads the dev set
 (`../shared/data/alerts-dev.jsonl` beside the project, or `$MARKET_AGENT_ALERTS_DEV`),
-repeats it to about N alerts (default 50,000) and prints alerts per second.
-Payload parsing (pydantic) happens before the clock starts.
+judges it once with cold memos, then again and again up to about N alerts
+(default 50,000), and prints alerts per second for both. Payload parsing
+(pydantic) happens before the clock starts; the built-in table is loaded first.
 """
 
 from __future__ import annotations
@@ -34,16 +35,27 @@ def main() -> int:
         print(f"dev set not found: {path}", file=sys.stderr)
         return 2
     notifications = load(path)
-    batch = notifications * max(1, round(target / len(notifications)))
+    rounds = max(1, round(target / len(notifications)))
     analyzer = RuleAnalyzer()
-    for notification in notifications:  # warm-up: built-in table load, word memo
-        analyzer.judge(notification, {})
-    start = time.perf_counter()
-    for notification in batch:
-        analyzer.judge(notification, {})
-    elapsed = time.perf_counter() - start
-    print(f"{len(batch)} alerts in {elapsed:.2f} s: {len(batch) / elapsed:,.0f} alerts/s")
+    cold = judge_all(analyzer, notifications, 1)
+    print(f"first pass ({len(notifications)} distinct alerts, memos cold): {cold:,.0f} alerts/s")
+    # Five timed runs; the best one is the least disturbed by other processes.
+    runs = [judge_all(analyzer, notifications, max(1, rounds // 5)) for _ in range(5)]
+    total = 5 * max(1, rounds // 5) * len(notifications)
+    print(
+        f"{total} alerts (dev set repeated): best {max(runs):,.0f} alerts/s, "
+        f"median {sorted(runs)[2]:,.0f} alerts/s over 5 runs"
+    )
     return 0
+
+
+def judge_all(analyzer: RuleAnalyzer, notifications: list[Notification], rounds: int) -> float:
+    """Alerts per second over `rounds` passes (each notification holds one alert)."""
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for notification in notifications:
+            analyzer.judge(notification, {})
+    return rounds * len(notifications) / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -6,16 +6,28 @@ the settings, the audit log and the analysis service instead of building their o
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
+    from market_agent.actions.remediator import Remediator
+    from market_agent.actions.runner import ActionRunner
     from market_agent.analysis.analyzer import AnalysisService
+    from market_agent.analysis.run import ContextProvider
     from market_agent.audit import AuditLog
+    from market_agent.clients import (
+        AlertmanagerClient,
+        PredictorClient,
+        PrometheusClient,
+        ServiceClient,
+    )
     from market_agent.config import Settings
+
+    ClientT = TypeVar("ClientT", bound=ServiceClient)
 
 
 @dataclass
@@ -24,6 +36,8 @@ class AppState:
     debug: bool = False
     #: Dotted-key settings overrides from command-line flags.
     overrides: dict[str, Any] = field(default_factory=dict)
+    _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     @cached_property
     def settings(self) -> Settings:
@@ -51,3 +65,68 @@ class AppState:
         from market_agent.analysis.factory import build_analysis_service
 
         return build_analysis_service(self.settings, use_llm=use_llm)
+
+    def predictor_client(self) -> PredictorClient:
+        """The predictor's HTTP client (`[predictor]`), built once and shared."""
+        from market_agent.clients import PredictorClient
+
+        return self._client(PredictorClient)
+
+    def prometheus_client(self) -> PrometheusClient:
+        """Prometheus's HTTP client (`[prometheus]`), built once and shared."""
+        from market_agent.clients import PrometheusClient
+
+        return self._client(PrometheusClient)
+
+    def alertmanager_client(self) -> AlertmanagerClient:
+        """Alertmanager's HTTP client (`[alertmanager]`), built once and shared."""
+        from market_agent.clients import AlertmanagerClient
+
+        return self._client(AlertmanagerClient)
+
+    def _client(self, cls: type[ClientT]) -> ClientT:
+        with self._clients_lock:
+            client = self._clients.get(cls.service)
+            if client is None:
+                client = self._clients[cls.service] = cls(getattr(self.settings, cls.service))
+            return client
+
+    def context_provider(self, enabled: bool | None = None) -> ContextProvider | None:
+        """Live context for managed-service alerts, or None when off (`analysis.context`)."""
+        analysis = self.settings.analysis
+        if not (analysis.context if enabled is None else enabled):
+            return None
+        from market_agent.context import ContextGatherer
+
+        return ContextGatherer(
+            self.predictor_client(),
+            self.prometheus_client(),
+            managed_service=analysis.managed_service,
+            timeout=analysis.context_timeout,
+        )
+
+    @cached_property
+    def action_runner(self) -> ActionRunner:
+        """The guarded remediation pipeline (`[actions]`, `[notifiers]`), built once."""
+        from market_agent.actions.factory import build_runner
+
+        return build_runner(
+            self.settings,
+            self.audit_log,
+            predictor=self.predictor_client(),
+            prometheus=self.prometheus_client(),
+            alertmanager=self.alertmanager_client(),
+        )
+
+    def remediator(self) -> Remediator:
+        """What `listen` calls after each analysis (`Remediator.handle`)."""
+        from market_agent.actions.factory import build_remediator
+
+        return build_remediator(self.action_runner)
+
+    def close(self) -> None:
+        """Close what was opened (HTTP connection pools); safe to call twice."""
+        with self._clients_lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from market_agent.errors import AuditError
 from market_agent.redact import redact_payload
 
@@ -33,7 +35,54 @@ _TAIL_CHUNK = 64 * 1024
 
 
 def canonical(record: Mapping[str, Any]) -> str:
+    """Compact JSON, sorted keys, ASCII only (other characters as ``\\u`` escapes)."""
+    try:
+        data = orjson.dumps(record, default=str, option=_ORJSON_OPTIONS)
+    except TypeError:  # lone surrogates, keys that are not strings, integers beyond 64 bits
+        pass
+    else:
+        # orjson writes other characters as UTF-8 and DEL as is: json.dumps escapes them.
+        if data.isascii() and b"\x7f" not in data:
+            return data.decode("ascii")
     return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+
+
+#: json.dumps(default=str) turns dates and dataclasses into str(); orjson must too.
+_ORJSON_OPTIONS = (
+    orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A record redacted and serialised ahead of `append_many`, which adds seq and ts.
+
+    The costly part of an append, done by `prepare` in the caller's thread rather than
+    while the file is locked (or in a group-commit writer thread).
+    """
+
+    kind: str
+    #: The redacted fields, as the record returned by `append_many` holds them.
+    fields: dict[str, Any]
+    #: The canonical body around the values of "seq" and "ts" (in this order, as sorted).
+    parts: tuple[str, str, str]
+
+
+def prepare(kind: str, fields: Mapping[str, Any]) -> Prepared:
+    """Redact `fields` and serialise the record they make (refusing reserved fields)."""
+    clash = RESERVED_FIELDS.intersection(fields)
+    if clash:
+        raise ValueError(f"audit fields {sorted(clash)} are reserved")
+    redacted = redact_payload(dict(fields))
+    body = canonical({"seq": _SEQ_MARK, "ts": _TS_MARK, "kind": kind, **redacted})
+    head, _, rest = body.partition(f'"{_SEQ_MARK}"')
+    middle, _, tail = rest.partition(f'"{_TS_MARK}"')
+    return Prepared(kind, redacted, (head, middle, tail))
+
+
+#: Stand-ins for seq and ts in a prepared body: random, so no field value can hold them.
+_SEQ_MARK = f"seq-{os.urandom(16).hex()}"
+_TS_MARK = f"ts-{os.urandom(16).hex()}"
 
 
 def chain_hash(prev_hash: str, body: str) -> str:
@@ -63,6 +112,9 @@ class AuditLog:
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
         self.fsync = fsync
+        #: The file's identity and size after this object's last append, and its last
+        #: (seq, hash): while the file still matches, its tail need not be read again.
+        self._tail: tuple[tuple[int, ...], int, str] | None = None
 
     # Writing -----------------------------------------------------------------
 
@@ -76,9 +128,12 @@ class AuditLog:
     def append(self, kind: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         return self.append_many([(kind, fields)])[0]
 
-    def append_many(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    def append_many(
+        self, entries: Sequence[tuple[str, Mapping[str, Any]] | Prepared]
+    ) -> list[dict[str, Any]]:
         """Append records atomically (one write, one fsync) and return them."""
-        if not entries:
+        prepared = [e if isinstance(e, Prepared) else prepare(*e) for e in entries]
+        if not prepared:
             return []
         try:
             fd = self._open_for_append()
@@ -88,15 +143,17 @@ class AuditLog:
             fcntl.flock(fd, fcntl.LOCK_EX)
             seq, prev_hash = self._tail_state(fd)
             records, lines = [], []
-            for kind, fields in entries:
+            for entry in prepared:
                 seq += 1
-                record, line = self._build(seq, kind, fields, prev_hash)
+                record, line = self._build(seq, entry, prev_hash)
                 prev_hash = record["hash"]
                 records.append(record)
                 lines.append(line)
+            self._tail = None
             self._write_all(fd, ("\n".join(lines) + "\n").encode())
             if self.fsync:
                 os.fsync(fd)
+            self._tail = (_identity(os.fstat(fd)), seq, prev_hash)
         except OSError as exc:
             raise AuditError(self._describe(exc, "cannot write")) from None
         finally:
@@ -104,34 +161,32 @@ class AuditLog:
         return records
 
     def _open_for_append(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except FileNotFoundError:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, flags, 0o600)
         if os.fstat(fd).st_mode & 0o077:
             os.fchmod(fd, 0o600)
         return fd
 
     @staticmethod
-    def _build(
-        seq: int, kind: str, fields: Mapping[str, Any], prev_hash: str
-    ) -> tuple[dict[str, Any], str]:
-        clash = RESERVED_FIELDS.intersection(fields)
-        if clash:
-            raise ValueError(f"audit fields {sorted(clash)} are reserved")
-        record: dict[str, Any] = {
-            "seq": seq,
-            "ts": datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
-            "kind": kind,
-        }
-        # Redact, and round-trip through JSON so the record returned is what is written.
-        record.update(redact_payload(json.loads(json.dumps(dict(fields), default=str))))
-        body = canonical(record)
+    def _build(seq: int, entry: Prepared, prev_hash: str) -> tuple[dict[str, Any], str]:
+        ts = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        head, middle, tail = entry.parts
+        body = f'{head}{seq}{middle}"{ts}"{tail}'  # = canonical(record)
         digest = chain_hash(prev_hash, body)
         line = f'{{"hash":"{digest}","prev_hash":"{prev_hash}",{body[1:]}'
+        record = {"seq": seq, "ts": ts, "kind": entry.kind, **entry.fields}
         return {"hash": digest, "prev_hash": prev_hash, **record}, line
 
     def _tail_state(self, fd: int) -> tuple[int, str]:
         """(seq, hash) of the last complete record; cuts off a torn, unacknowledged tail."""
-        size = os.fstat(fd).st_size
+        stat = os.fstat(fd)
+        if self._tail is not None and self._tail[0] == _identity(stat):
+            return self._tail[1], self._tail[2]  # nobody appended since this object did
+        size = stat.st_size
         if size == 0:
             return 0, GENESIS_HASH
         tail = _read_tail(fd, size)
@@ -220,6 +275,10 @@ def _check_line(raw: bytes, prev_hash: str) -> tuple[str | None, str]:
     if hashlib.sha256(prev_hash.encode() + body).hexdigest() != claimed:
         return "hash mismatch (the record was edited)", claimed
     return None, claimed
+
+
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def _read_tail(fd: int, size: int) -> bytes:

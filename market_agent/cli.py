@@ -6,16 +6,21 @@ exit code (`market_agent.errors.ExitCode`); tracebacks only with `--debug`.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from market_agent import __version__
 from market_agent.app import AppState
 from market_agent.commands.analyze import analyze
+from market_agent.commands.history import history_app
+from market_agent.commands.listen import listen
+from market_agent.commands.restart import restart
+from market_agent.commands.status import status
 from market_agent.errors import ExitCode
 
 app = typer.Typer(
@@ -29,6 +34,10 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command()(analyze)
+app.command()(listen)
+app.command()(status)
+app.command()(restart)
+app.add_typer(history_app)
 
 
 def _version(value: bool) -> None:
@@ -77,6 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(run(argv))
 
 
+@functools.cache
+def _command() -> Any:
+    """The click command behind the Typer app: built once per process."""
+    return typer.main.get_command(app)
+
+
 def _click_exceptions() -> tuple[type[Exception], type[Exception]]:
     """Typer >= 0.20 vendors click; older ones use the real package."""
     try:
@@ -92,7 +107,7 @@ def run(argv: list[str] | None = None) -> int:
     from market_agent.render import error
 
     abort, click_exception = _click_exceptions()
-    command = typer.main.get_command(app)
+    command = _command()
     debug = "--debug" in (argv if argv is not None else sys.argv) or _env_debug()
     try:
         result = command.main(args=argv, prog_name="market-agent", standalone_mode=False)
@@ -116,7 +131,10 @@ def run(argv: list[str] | None = None) -> int:
         _maybe_traceback(debug)
         error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)")
         return int(ExitCode.INTERNAL)
-    return int(result or 0) if isinstance(result, int) else 0
+    code = int(result or 0) if isinstance(result, int) else 0
+    if code == ExitCode.INTERRUPTED:  # Typer turns Ctrl-C into a silent Exit(130)
+        error("interrupted")
+    return code
 
 
 def _maybe_traceback(debug: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -13,17 +14,21 @@ _SECRET_KEY = re.compile(
     r"|credential|auth(orization)?|session[_-]?id|cookie)",
     re.IGNORECASE,
 )
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+#: (substrings that must appear in the lower-cased text, pattern, replacement).
+#: The substring pre-check keeps ordinary alert text off the regex engine.
+_RULES: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
     # Authorization: Bearer xxx / Basic xxx
     (
+        ("bearer", "basic", "token"),
         re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE),
         r"\1 " + REDACTED,
     ),
     # key=value / key: value where the key names a secret
     (
+        ("pass", "pwd", "secret", "token", "key", "credential"),
         re.compile(
-            r"(?P<key>\b[\w.-]*(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|apikey"
-            r"|access[_-]?key|private[_-]?key|credential)s?[\w.-]*)"
+            r"(?P<key>(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
+            r"|private[_-]?key|credential)s?[\w.-]*)"
             r"(?P<sep>\"?\s*[:=]\s*\"?)(?P<value>[^\s\"',;&]+)",
             re.IGNORECASE,
         ),
@@ -31,34 +36,71 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     # scheme://user:password@host
     (
+        ("://",),
         re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@", re.IGNORECASE),
         r"\1" + REDACTED + "@",
     ),
     # Well-known token formats
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), REDACTED),
-    (re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), REDACTED),
-    (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
-    (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), REDACTED),
+    (("sk-",), re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED),
     (
-        re.compile(
-            r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*PRIVATE KEY-----|$)"
-        ),
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
+        re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
+        REDACTED,
+    ),
+    (("xox",), re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), REDACTED),
+    (("akia", "asia"), re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
+    (
+        ("eyj",),
+        re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
+        REDACTED,
+    ),
+    (
+        ("-----begin",),
+        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*KEY-----|$)"),
         REDACTED,
     ),
 )
 
 
+_ALL_TRIGGERS = tuple(dict.fromkeys(t for triggers, _, _ in _RULES for t in triggers))
+
+
 def redact_text(text: str) -> str:
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    """`text` with obvious secrets replaced by `[REDACTED]`."""
+    if len(text) < 8:
+        return text
+    if len(text) <= 512:  # label values repeat across alerts and notifications
+        return _redact_short(text)
+    return _redact(text)
+
+
+def _redact(text: str) -> str:
+    low = text.lower()
+    for trigger in _ALL_TRIGGERS:
+        if trigger in low:
+            break
+    else:
+        return text
+    for triggers, pattern, replacement in _RULES:
+        for trigger in triggers:
+            if trigger in low:
+                text = pattern.sub(replacement, text)
+                break
     return text
+
+
+_redact_short = functools.lru_cache(maxsize=8192)(_redact)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
 
 
 def redact_labels(values: Mapping[str, str]) -> dict[str, str]:
     """Redact values under secret-looking keys entirely, and secrets inside the rest."""
     return {
-        key: REDACTED if _SECRET_KEY.search(key) else redact_text(value)
+        key: REDACTED if _is_secret_key(key) else redact_text(value)
         for key, value in values.items()
     }
 
@@ -72,7 +114,7 @@ def redact_payload(value: Any) -> Any:
     if isinstance(value, dict):
         return {
             key: REDACTED
-            if isinstance(item, str) and _SECRET_KEY.search(str(key))
+            if isinstance(item, str) and _is_secret_key(str(key))
             else redact_payload(item)
             for key, item in value.items()
         }

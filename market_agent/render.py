@@ -48,7 +48,8 @@ def warn(message: str) -> None:
 
 
 def json_line(data: Mapping[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+    # ASCII-only: U+2028, U+0085 and friends stay escaped, so every consumer splits lines right.
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
     sys.stdout.flush()
 
 

@@ -16,7 +16,7 @@ class Result:
     stderr: str
 
     def json_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+        return [json.loads(line) for line in self.stdout.split("\n") if line.strip()]
 
 
 def run_cli(*args: str, stdin: bytes = b"", monkeypatch: Any = None) -> Result:

@@ -287,3 +287,15 @@ def test_python_dash_m_and_console_script(tmp_path: Path) -> None:
         capture_output=True, text=True, env=subprocess_env(tmp_path), check=False,
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip() == "error: /nonexistent: no such file"
+
+
+def test_ctrl_c_exits_130(monkeypatch) -> None:
+    import market_agent.analysis.analyzer as analyzer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analyzer.AnalysisService, "analyze", interrupted)
+    result = run_cli("--no-audit", "analyze", str(EXAMPLES / "resolved.json"))
+    assert result.exit_code == ExitCode.INTERRUPTED
+    assert result.stderr == "error: interrupted\n"

@@ -243,7 +243,17 @@ def build_user_prompt(notification: Notification, context: Mapping[str, Any]) ->
             _fence(json.dumps(context, indent=1, ensure_ascii=False, default=str)),
             "</context_data>",
         ]
+    if "effectiveness" in context:
+        parts.append(EFFECTIVENESS_NOTE)
     return "\n".join(parts)
+
+
+#: What `context["effectiveness"]` (market_agent.actions.effectiveness) means.
+EFFECTIVENESS_NOTE = (
+    "`effectiveness` in the context is the restart history from market-agent's audit log: "
+    "per alert name and action, attempts, verified successes, success_rate, "
+    "median_time_to_recover_s, and `recent` (the last outcomes, oldest first, true = verified)."
+)
 
 
 def _cap(values: Mapping[str, str]) -> dict[str, str]:

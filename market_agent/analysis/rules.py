@@ -63,13 +63,19 @@ _FEED_EXPLAINS = frozenset(
 )
 
 _WORD = re.compile(r"[a-z0-9]+")
+#: A `bytes.translate` table: ASCII characters outside `_WORD` become spaces.
+_NOT_WORD = bytes(c if _WORD.fullmatch(chr(c)) else 32 for c in range(256))
 _NAME_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+[a-z]*")
 _EXPR_PARAM = re.compile(r"[?&]g0\.expr=([^&]*)")
 _SPACES = re.compile(r"\s+")
 _WILDCARD = ("", True)  # "*" as a whole word: any one word
+_MEMO_SIZE = 20_000  # entries per memo: alert text is open-ended
 
 _Element = tuple[str, bool]  # (word, is_prefix)
 _Elements = tuple[_Element, ...]
+# Per-type scores, rule -> contribution, bit set of the types the alertname supports,
+# and whether no matched rule argues against a restart.
+_Votes = tuple[tuple[float, ...], dict[int, float], int, bool]
 
 
 # --------------------------------------------------------------------- table
@@ -136,6 +142,9 @@ class RuleTable:
     mask_weights: tuple[float, ...] = field(init=False, repr=False, compare=False)
     #: Type indexes in tie-break order (`unknown` excluded: it never wins on score).
     vote_order: tuple[int, ...] = field(init=False, repr=False, compare=False)
+    #: Per rule: (issue type index, weight, is a user rule, no_restart), for the hot path.
+    votes: tuple[tuple[int, float, bool, bool], ...] = field(init=False, repr=False, compare=False)
+    has_user_rules: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         weights = self.field_weights
@@ -147,6 +156,11 @@ class RuleTable:
         object.__setattr__(self, "matcher", _Matcher(self))
         object.__setattr__(self, "mask_weights", sums)
         object.__setattr__(self, "vote_order", tuple(_TYPE_INDEX[t] for t in order))
+        votes = tuple(
+            (_TYPE_INDEX[r.issue_type], r.weight, r.user, r.no_restart) for r in self.rules
+        )
+        object.__setattr__(self, "votes", votes)
+        object.__setattr__(self, "has_user_rules", any(r.user for r in self.rules))
 
     def severity_of(self, alert: Alert) -> Severity:
         """The alert's `severity` label mapped case-insensitively; unknown is info."""
@@ -378,33 +392,191 @@ def _optional_str(raw: Any, what: str) -> str | None:
 
 # ------------------------------------------------------------------ matching
 
+#: What a word does at a trie node: the rules whose keyword or phrase it completes,
+#: and the nodes where longer phrases go on with the next word.
+_Step = tuple[tuple[int, ...], tuple["_Node", ...]]
+_NOTHING: _Step = ((), ())  # the step of most words: shared, so tested with `is`
+
+
+class _Node:
+    """A node of a token trie holding keywords and phrases.
+
+    Children are keyed by their element: exact words in `exact`, prefix elements in
+    `prefixes` (a lone `*` is the empty prefix). Where a word leads from a node is
+    memoised in `steps`: alert vocabulary is bounded, so once warm a word costs one
+    dict look-up, however many prefix keywords the table has.
+    """
+
+    __slots__ = ("exact", "prefixes", "rules", "steps")
+
+    def __init__(self) -> None:
+        self.exact: dict[str, _Node] = {}
+        self.prefixes: dict[str, _Node] = {}
+        self.rules: list[int] = []  # rules whose keyword or phrase ends here
+        self.steps: dict[str, _Step] = {}
+
+    def add(self, elements: _Elements, rule: int) -> None:
+        node = self
+        for word, prefix in elements:
+            children = node.prefixes if prefix else node.exact
+            if word not in children:
+                children[word] = _Node()
+            node = children[word]
+        if rule not in node.rules:
+            node.rules.append(rule)
+
+    def step(self, word: str) -> _Step:
+        """Where `word` leads from here (memoised)."""
+        found = self.steps.get(word)
+        if found is None:
+            found = _remember(self.steps, word, self.resolve(word))
+        return found
+
+    def resolve(self, word: str) -> _Step:
+        """Where `word` leads from here (uncached)."""
+        exact = self.exact.get(word)
+        kids = [exact] if exact else []
+        kids += [node for p, node in self.prefixes.items() if word.startswith(p)]
+        rules = tuple(sorted({r for node in kids for r in node.rules}))
+        onward = tuple(node for node in kids if node.exact or node.prefixes)
+        return (rules, onward) if rules or onward else _NOTHING
+
+
+class _FieldRules:
+    """The keywords, phrases and patterns of the rules allowed in a field.
+
+    Fields that allow the same rules share one instance (and its word memos).
+    """
+
+    def __init__(self, rules: Sequence[Rule], allowed: Iterable[int]) -> None:
+        self.root = _Node()
+        self.patterns: list[tuple[re.Pattern[str], tuple[str, ...], int]] = []
+        for r in allowed:
+            rule = rules[r]
+            for element in rule.keywords:
+                self.root.add((element,), r)
+            for phrase in rule.phrases:
+                self.root.add(phrase, r)
+            self.patterns += [(pattern, _needed(pattern), r) for pattern in rule.patterns]
+
+    def scan(self, tokens: Sequence[str], low: str) -> tuple[int, ...]:
+        """Sorted indexes of the rules matching a field's words and lower-cased text."""
+        found: set[int] = set()
+        root, memo = self.root, self.root.steps
+        for i, word in enumerate(tokens):
+            # A step is a 2-tuple, so `or` calls `step` only for a word not memoised yet.
+            step = memo.get(word) or root.step(word)
+            if step is not _NOTHING:
+                rules, onward = step
+                found.update(rules)
+                if onward:
+                    _walk(onward, tokens, i + 1, found)
+        for pattern, needs, r in self.patterns:
+            if r in found or (needs and not any(map(low.__contains__, needs))):
+                continue
+            if pattern.search(low):
+                found.add(r)
+        return tuple(sorted(found))
+
+
+def _needed(pattern: re.Pattern[str]) -> tuple[str, ...]:
+    """Strings one of which occurs in every text that `pattern` matches; () if unknown.
+
+    An `in` test on them skips most searches, and a search is dear: a regex without
+    a literal prefix (such as `\\babsent`) is tried at every position of the text.
+    """
+    if pattern.flags & re.IGNORECASE:
+        return ()
+    try:
+        from re import _parser  # CPython's own regex parser (private: do without if it moves)
+
+        needs = _literal_needs(_parser.parse(pattern.pattern, pattern.flags))
+    except Exception:  # pragma: no cover - a Python without `re._parser`
+        return ()
+    return _most_selective(needs)
+
+
+def _most_selective(needs: list[tuple[str, ...]]) -> tuple[str, ...]:
+    return max(needs, key=lambda options: min(map(len, options)), default=())
+
+
+def _literal_needs(items: Iterable[tuple[Any, Any]]) -> list[tuple[str, ...]]:
+    """What a parsed regex sequence needs: tuples of strings, one of each must occur.
+
+    Conservative: only literal runs that every match contains (not inside optional
+    parts, lookarounds or groups with inline flags) count.
+    """
+    from re import _constants as sre
+
+    needs: list[tuple[str, ...]] = []
+    run: list[str] = []
+    for op, arg in items:
+        if op is sre.LITERAL:
+            run.append(chr(arg))
+            continue
+        if run:
+            needs.append(("".join(run),))
+            run = []
+        if op is sre.SUBPATTERN and not arg[1] and not arg[2]:
+            needs += _literal_needs(arg[3])
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT) and arg[0] >= 1:
+            needs += _literal_needs(arg[2])
+        elif op is sre.BRANCH:
+            options = [_most_selective(_literal_needs(branch)) for branch in arg[1]]
+            if all(options):
+                needs.append(tuple(s for option in options for s in option))
+    if run:
+        needs.append(("".join(run),))
+    return needs
+
+
+def _walk(nodes: tuple[_Node, ...], tokens: Sequence[str], i: int, found: set[int]) -> None:
+    """Walk the trie from `nodes` along `tokens[i:]`, adding the phrases completed."""
+    end = len(tokens)
+    while i < end:
+        word = tokens[i]
+        following: tuple[_Node, ...] = ()
+        for node in nodes:
+            rules, onward = node.steps.get(word) or node.step(word)
+            found.update(rules)
+            following += onward
+        if not following:
+            return
+        nodes, i = following, i + 1
+
 
 class _Matcher:
     """Finds the rules that match each field of an alert.
 
-    Word and word-pair look-ups are memoised, and so is the result for each
-    distinct field text: alert names, expressions and templated annotations
-    repeat across notifications. Every memo is bounded.
+    Results are memoised per word (in the tries), per distinct field text and per
+    distinct alert content: alert names, expressions and templated annotations
+    repeat across notifications (Alertmanager re-sends firing alerts). Every memo
+    is bounded.
     """
 
     def __init__(self, table: RuleTable) -> None:
         rules = table.rules
         self.semantic_labels = table.semantic_labels
-        self.exact: dict[str, list[int]] = {}
-        self.prefixes: list[tuple[str, int]] = []
-        self.phrases = [(phrase, r) for r, rule in enumerate(rules) for phrase in rule.phrases]
-        self.patterns = [(p, r) for r, rule in enumerate(rules) for p in rule.patterns]
-        self.fields = [rule.fields for rule in rules]
+        shared: dict[tuple[int, ...], _FieldRules] = {}
+        fields = []
+        for index in range(len(FIELDS)):
+            allowed = tuple(r for r, rule in enumerate(rules) if rule.fields >> index & 1)
+            if allowed not in shared:
+                shared[allowed] = _FieldRules(rules, allowed)
+            fields.append(shared[allowed])
+        #: Per field index: the rules that may match there (the `fields` key applied).
+        self.fields = tuple(fields)
         self.gated = tuple((r, rule) for r, rule in enumerate(rules) if rule.labels)
-        for r, rule in enumerate(rules):
-            for word, prefix in rule.keywords:
-                if prefix:
-                    self.prefixes.append((word, r))
-                else:
-                    self.exact.setdefault(word, []).append(r)
-        self._words: dict[str, tuple[int, ...]] = {}
-        self._pairs: dict[tuple[str, str], tuple[tuple[int, _Elements], ...]] = {}
+        gate_keys = {key for _, rule in self.gated for key, _ in rule.labels}
+        #: Labels that can change the result: part of the memo key of an alert.
+        self.label_keys = tuple(self.semantic_labels) + tuple(sorted(gate_keys))
+        self.alerts: dict[tuple[str | None, ...], _Votes] = {}
         self._texts: dict[tuple[int, str], tuple[int, ...]] = {}
+
+    def forget_alerts(self) -> None:
+        """Drop the per-alert and per-text memos (word memos stay): for benchmarks."""
+        self.alerts.clear()
+        self._texts.clear()
 
     def alert_masks(self, alert: Alert) -> dict[int, int]:
         """Rule index -> bit mask of the fields of `alert` where the rule matched."""
@@ -447,57 +619,44 @@ class _Matcher:
     def _scan(self, index: int, text: str) -> tuple[int, ...]:
         """Rules matching one field text (uncached)."""
         if index == _NAME:
-            tokens: Sequence[str] = [w.lower() for w in _NAME_WORD.findall(text)]
-            low = " ".join(tokens)
+            # The words are ASCII, so lowering them joined is lowering each one.
+            low = " ".join(_NAME_WORD.findall(text)).lower()
+            tokens = low.split()
         else:
             low = _expr_of(text) if index == _EXPR else text.lower()
-            tokens = _WORD.findall(low)
-        bit, allowed = 1 << index, self.fields
-        found = {r for word in tokens for r in self._word(word) if allowed[r] & bit}
-        for i in range(len(tokens) - 1):
-            for r, rest in self._pair(tokens[i], tokens[i + 1]):
-                if allowed[r] & bit and _rest_at(rest, tokens, i + 2):
-                    found.add(r)
-        found.update(r for p, r in self.patterns if allowed[r] & bit and p.search(low))
-        return tuple(sorted(found))
+            tokens = _words_of(low)
+        return self.fields[index].scan(tokens, low)
 
-    def _word(self, word: str) -> tuple[int, ...]:
-        found = self._words.get(word)
-        if found is None:
-            hits = self.exact.get(word, [])
-            hits = hits + [r for p, r in self.prefixes if word.startswith(p)]
-            found = _remember(self._words, word, tuple(hits))
-        return found
 
-    def _pair(self, first: str, second: str) -> tuple[tuple[int, _Elements], ...]:
-        """(rule, remaining elements) of the phrases starting with these two words."""
-        found = self._pairs.get((first, second))
-        if found is None:
-            hits = tuple(
-                (r, phrase[2:])
-                for phrase, r in self.phrases
-                if _word_ok(phrase[0], first) and _word_ok(phrase[1], second)
-            )
-            found = _remember(self._pairs, (first, second), hits)
-        return found
+def _votes(table: RuleTable, alert: Alert) -> _Votes:
+    """Per-type scores and rule contributions of one alert, memoised by its content."""
+    matcher, annotations = table.matcher, alert.annotations
+    key = (
+        alert.name,
+        annotations.get("summary"),
+        annotations.get("description"),
+        annotations.get("message"),
+        alert.generator_url,
+        *map(alert.labels.get, matcher.label_keys),
+    )
+    found = matcher.alerts.get(key)
+    if found is None:
+        found = _remember(matcher.alerts, key, _score(table, matcher.alert_masks(alert)))
+    return found
 
 
 def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
-    if len(memo) >= 50_000:  # bounded: alert text is open-ended
+    if len(memo) >= _MEMO_SIZE:  # bounded: alert text is open-ended
         memo.clear()
     memo[key] = value
     return value
 
 
-def _word_ok(element: _Element, word: str) -> bool:
-    text, prefix = element
-    return word.startswith(text) if prefix else word == text
-
-
-def _rest_at(rest: _Elements, tokens: Sequence[str], i: int) -> bool:
-    if i + len(rest) > len(tokens):
-        return False
-    return all(_word_ok(el, tokens[i + k]) for k, el in enumerate(rest))
+def _words_of(low: str) -> list[str]:
+    """`_WORD.findall(low)`, three times faster for ASCII text (nearly all alert text)."""
+    if low.isascii():  # bytes.translate is a table look-up; str.translate calls a mapping
+        return low.encode().translate(_NOT_WORD).decode().split()
+    return _WORD.findall(low)
 
 
 def _expr_of(generator_url: str) -> str:
@@ -516,25 +675,33 @@ class _Evidence:
     alert: Alert
     severity: Severity
     managed: bool
-    scores: list[float]
-    matched: dict[int, float]  # rule index -> contribution to its issue type
+    scores: Sequence[float]
+    matched: Mapping[int, float]  # rule index -> contribution to its issue type (shared)
+    named: int  # bit set of the issue types its alertname supports
+    restartable: bool  # no matched rule argues against a restart
 
 
-def _score(table: RuleTable, masks: Mapping[int, int]) -> tuple[list[float], dict[int, float]]:
-    rules = table.rules
-    if any(rules[r].user for r in masks):  # user rules take precedence
-        masks = {r: m for r, m in masks.items() if rules[r].user}
+def _score(table: RuleTable, masks: Mapping[int, int]) -> _Votes:
+    votes, mask_weights = table.votes, table.mask_weights
+    if table.has_user_rules and any(votes[r][2] for r in masks):  # user rules take precedence
+        masks = {r: m for r, m in masks.items() if votes[r][2]}
     scores = [0.0] * len(_TYPES)
     matched: dict[int, float] = {}
+    named = 0
+    restartable = True
     for r, mask in masks.items():
-        rule = rules[r]
-        contribution = rule.weight * table.mask_weights[mask]
-        scores[_TYPE_INDEX[rule.issue_type]] += contribution
+        type_index, weight, _, no_restart = votes[r]
+        contribution = weight * mask_weights[mask]
+        scores[type_index] += contribution
         matched[r] = contribution
-    return scores, matched
+        if mask & 1 << _NAME and weight > 0:
+            named |= 1 << type_index
+        if no_restart and contribution > 0:
+            restartable = False
+    return tuple(scores), matched, named, restartable
 
 
-def _combined(evidence: Sequence[_Evidence]) -> list[float]:
+def _combined(evidence: Sequence[_Evidence]) -> Sequence[float]:
     """Per-type scores of a group: averaged with weights 1 + severity rank."""
     if len(evidence) == 1:
         return evidence[0].scores
@@ -561,11 +728,16 @@ def _best(table: RuleTable, scores: Sequence[float]) -> tuple[IssueType, float, 
     return _TYPES[best], top, second
 
 
-def _confidence(issue_type: IssueType, top: float, second: float) -> float:
-    """Stronger and more one-sided evidence gives higher confidence (0.2 .. 0.95)."""
+def _confidence(issue_type: IssueType, top: float, second: float, named: bool) -> float:
+    """Stronger, one-sided evidence gives higher confidence (0.2 .. 0.95).
+
+    The alertname is its author's own statement of the problem, so evidence found
+    there counts extra: a bare `PredictorDown` is clear, "may be down" in a
+    description is a guess.
+    """
     if issue_type is IssueType.UNKNOWN:
         return 0.2
-    strength = 1.0 - math.exp(-top / 1.4)
+    strength = 1.0 - math.exp(-(top + (1.0 if named else 0.0)) / 1.6)
     agreement = 0.4 + 0.6 * (top - second) / top
     return round(0.2 + 0.75 * strength * agreement, 3)
 
@@ -592,23 +764,40 @@ class _Finding:
             self.issue_type = issue_type
 
 
+def _matches_any(labels: Mapping[str, str], matchers: Iterable[Iterable[tuple[str, str]]]) -> bool:
+    """True when all labels of any one matcher equal the alert's labels."""
+    for matcher in matchers:
+        for key, value in matcher:
+            if labels.get(key) != value:
+                break
+        else:
+            return True
+    return False
+
+
 def _find(table: RuleTable, evidence: Sequence[_Evidence]) -> _Finding:
     issue_type, top, second = _best(table, _combined(evidence))
+    winner, votes = _TYPE_INDEX[issue_type], table.votes
     totals: dict[int, float] = {}
-    restartable = True
     for e in evidence:
         for r, contribution in e.matched.items():
-            rule = table.rules[r]
-            if contribution > 0 and rule.no_restart:
-                restartable = False
-            if contribution > 0 and rule.issue_type is issue_type:
+            if contribution > 0 and votes[r][0] == winner:
                 totals[r] = totals.get(r, 0.0) + contribution
     ranked = sorted(totals, key=totals.__getitem__, reverse=True)
+    if len(evidence) == 1:
+        first = evidence[0]
+        severity, managed, restartable = first.severity, first.managed, first.restartable
+        named = bool(first.named >> winner & 1)
+    else:
+        severity = max((e.severity for e in evidence), key=_rank)
+        managed = any(e.managed for e in evidence)
+        restartable = all(e.restartable for e in evidence)
+        named = any(e.named >> winner & 1 for e in evidence)
     return _Finding(
         issue_type=issue_type,
-        severity=max((e.severity for e in evidence), key=_rank),
-        confidence=_confidence(issue_type, top, second),
-        managed=any(e.managed for e in evidence),
+        severity=severity,
+        confidence=_confidence(issue_type, top, second, named),
+        managed=managed,
         rules=[table.rules[r] for r in ranked],
         restartable=restartable,
     )
@@ -716,12 +905,12 @@ def _apply_effectiveness(
 
 def _raise_severity(finding: _Finding) -> None:
     """Raise (never lower) the severity on evidence."""
-    floors = [finding.severity]
-    floors.extend(r.severity for r in finding.rules[:1] if r.severity)
+    floors = [r.severity for r in finding.rules if r.severity]
     outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
     if outage and finding.restartable and not finding.cleared:
         floors.append(Severity.CRITICAL if finding.confidence >= 0.8 else Severity.HIGH)
-    finding.severity = max(floors, key=_rank)
+    if floors:
+        finding.severity = max([finding.severity, *floors], key=_rank)
 
 
 # ------------------------------------------------------------------- wording
@@ -745,24 +934,24 @@ def _where(labels: Mapping[str, str]) -> str:
 
 def _summary(alert: Alert) -> str:
     text = alert.annotations.get("summary") or alert.annotations.get("description") or ""
-    text = _SPACES.sub(" ", text).strip().rstrip(".")
+    text = _SPACES.sub(" ", text).strip() if "  " in text or "\n" in text else text.strip()
+    text = text.rstrip(".")
     return text if len(text) <= 200 else text[:197].rstrip() + "..."
 
 
-def _describe(finding: _Finding, evidence: Sequence[_Evidence]) -> str:
-    head = _headline(evidence)
+def _describe(finding: _Finding, evidence: Sequence[_Evidence], head: Alert, where: str) -> str:
     others = len(evidence) - 1
     more = f" with {others} other alert{'s' if others > 1 else ''}" if others else ""
     summary = _summary(head)
-    what = f"{head.name or 'An unnamed alert'} is firing on {_where(head.labels)}{more}"
+    what = f"{head.name or 'An unnamed alert'} is firing on {where}{more}"
     first = f"{what}: {summary}." if summary else f"{what}."
     signals = finding.signals or ", ".join(r.id for r in finding.rules[:3])
-    second = f"Classified as {finding.issue_type.value} ({signals or 'no known signal matched'})"
+    second = f"Classified as {finding.issue_type} ({signals or 'no known signal matched'})"
     notes = "".join(f"; {note}" for note in finding.notes)
-    return f"{first} {second}, severity {finding.severity.value}{notes}."
+    return f"{first} {second}, severity {finding.severity}{notes}."
 
 
-def _recommend(table: RuleTable, finding: _Finding, head: Alert) -> list[str]:
+def _recommend(table: RuleTable, finding: _Finding, head: Alert, where: str) -> list[str]:
     """2-5 steps: runbook, situation, rule-specific, then by issue type."""
     runbook = head.annotations.get("runbook_url") or head.annotations.get("runbook")
     steps = [f"Follow the runbook: {runbook}"] if runbook else []
@@ -773,12 +962,12 @@ def _recommend(table: RuleTable, finding: _Finding, head: Alert) -> list[str]:
     candidates = [step for key in keys for step in situations.get(key, ())]
     candidates += [step for rule in finding.rules for step in rule.recommended_actions]
     group = table.actions.get("managed" if finding.managed else "generic", {})
-    candidates += group.get(finding.issue_type.value, ())
+    candidates += group.get(finding.issue_type, ())
     candidates += table.actions.get("generic", {}).get("unknown", ())
-    values: _Placeholders | None = None
+    values: dict[str, str] | None = None
     for step in candidates:
         if "{" in step:
-            values = values or _Placeholders(head.labels, where=_where(head.labels))
+            values = values or _placeholders(head, where)
             step = _format(step, values)
         if step not in steps:
             steps.append(step)
@@ -787,23 +976,24 @@ def _recommend(table: RuleTable, finding: _Finding, head: Alert) -> list[str]:
     return steps
 
 
+def _placeholders(alert: Alert, where: str) -> dict[str, str]:
+    """Values for {alertname} {instance} {job} {service} {where} in action texts."""
+    labels = alert.labels
+    service = labels.get("service") or labels.get("job") or "the service"
+    return {
+        "alertname": alert.name or "the alert",
+        "instance": labels.get("instance") or "the instance",
+        "job": labels.get("job") or service,
+        "service": service,
+        "where": where,
+    }
+
+
 def _format(step: str, values: Mapping[str, str]) -> str:
     try:
         return step.format_map(values)
-    except (ValueError, IndexError, AttributeError):
-        return step
-
-
-class _Placeholders(dict[str, str]):
-    """`str.format_map` values: alert labels plus `where`; unknown keys stay visible."""
-
-    def __init__(self, labels: Mapping[str, str], **extra: str) -> None:
-        super().__init__(labels)
-        self.update(extra)
-        self.setdefault("job", self.get("service", "the service"))
-
-    def __missing__(self, key: str) -> str:
-        return {"instance": "the instance", "service": "the service"}.get(key, "{" + key + "}")
+    except (KeyError, ValueError, IndexError, AttributeError):
+        return step  # an unknown placeholder: show the text as written
 
 
 def _resolved_verdict(notification: Notification) -> Verdict:
@@ -879,29 +1069,32 @@ class RuleAnalyzer:
 
     def _evidence(self, alert: Alert) -> _Evidence:
         table = self.table
-        scores, matched = _score(table, table.matcher.alert_masks(alert))
-        labels = alert.labels
-        managed = any(all(labels.get(k) == v for k, v in m) for m in self._managed)
-        return _Evidence(alert, table.severity_of(alert), managed, scores, matched)
+        scores, matched, named, restartable = _votes(table, alert)
+        managed = _matches_any(alert.labels, self._managed)
+        severity = table.severity_of(alert)
+        return _Evidence(alert, severity, managed, scores, matched, named, restartable)
 
     def _apply_context(
         self, finding: _Finding, evidence: Sequence[_Evidence], context: Mapping[str, Any]
     ) -> None:
+        if not finding.managed:  # the live context describes the managed service only
+            return
         limits = self.table.thresholds
-        if finding.managed:
-            _apply_predictor(finding, _mapping(context.get("predictor")))
-            _apply_metrics(finding, _mapping(context.get("metrics")), limits)
+        _apply_predictor(finding, _mapping(context.get("predictor")))
+        _apply_metrics(finding, _mapping(context.get("metrics")), limits)
         effectiveness = _mapping(context.get("effectiveness"))
         _apply_effectiveness(finding, evidence, effectiveness, self.restart_action, limits)
 
     def _verdict(self, finding: _Finding, evidence: Sequence[_Evidence]) -> Verdict:
         outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
+        head = _headline(evidence)
+        where = _where(head.labels)
         return Verdict(
             issue_detected=True,
             severity=finding.severity,
             issue_type=finding.issue_type,
-            description=_describe(finding, evidence),
-            recommended_actions=_recommend(self.table, finding, _headline(evidence)),
+            description=_describe(finding, evidence, head, where),
+            recommended_actions=_recommend(self.table, finding, head, where),
             proposed_action=self._action(finding),
             confidence=min(max(finding.confidence, 0.0), 1.0),
             requires_immediate_action=outage or finding.severity is Severity.CRITICAL,
@@ -909,13 +1102,11 @@ class RuleAnalyzer:
 
     def _action(self, finding: _Finding) -> str:
         """`restart` only for an outage of the managed service that a restart can fix."""
-        ineffective = "restart_ineffective" in finding.situations
         chosen = next((r.proposed_action for r in finding.rules if r.proposed_action), None)
         if chosen and chosen != self.restart_action:
             return chosen
         outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
-        if outage and finding.restartable and not ineffective:
-            return self.restart_action
-        if ineffective or finding.severity is Severity.CRITICAL:
-            return "escalate"
-        return "none"
+        if outage and finding.restartable:
+            ineffective = "restart_ineffective" in finding.situations
+            return "escalate" if ineffective else self.restart_action
+        return "escalate" if finding.severity is Severity.CRITICAL else "none"

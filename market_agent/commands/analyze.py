@@ -34,6 +34,14 @@ def analyze(
             "(critical|high|medium|low|info).",
         ),
     ] = None,
+    context: Annotated[
+        bool | None,
+        typer.Option(
+            "--context/--no-context",
+            help="Gather live predictor health and metrics for alerts about it "
+            "(default: analysis.context).",
+        ),
+    ] = None,
 ) -> None:
     """Analyse saved Alertmanager notifications: severity, issue type, what to do.
 
@@ -53,9 +61,14 @@ def analyze(
     if audit is not None:
         audit.check_writable()
     service = state.analysis_service(use_llm=not no_llm)
+    context_for = state.context_provider(context)
+    ctx.call_on_close(state.close)
     console = None if json_output else stdout_console()
     had_problem, tripped = False, False
-    for item in analyze_sources(sources, service, audit=audit, stdin=sys.stdin.buffer):
+    items = analyze_sources(
+        sources, service, audit=audit, stdin=sys.stdin.buffer, context_for=context_for
+    )
+    for item in items:
         if isinstance(item, InputProblem):
             error(str(item))
             had_problem = True

@@ -1,0 +1,6 @@
+"""Remediation: configured actions, guards, the pipeline, escalation and learning.
+
+guards -> execute -> verify -> (on failure) rollback -> verify -> escalate; every
+step is an audit record linked by an action id. Submodules import lazily: this
+package is imported by `market_agent.config` and must stay light.
+"""

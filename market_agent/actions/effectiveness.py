@@ -1,0 +1,325 @@
+"""How well actions worked, learnt from the audit log, per (alertname, action).
+
+- attempts: executed runs (`result` records other than `blocked`);
+- successes: runs whose verification passed;
+- median time to recover: action start to verification, or, for a run that was
+  not verified, to the next resolved notification for that alert (within a day);
+- recent: the last outcomes, oldest first (True = verified), for the rule analyzer,
+  which proposes `escalate` instead of `restart` when 3 of the last 5 failed.
+
+One forward pass over the raw lines; only candidate lines are parsed as JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from market_agent.audit import _BODY_AT
+from market_agent.history import (
+    epoch,
+    lines_in,
+    load_record,
+    log_files,
+    map_ranges,
+    range_chunks,
+    raw_ts,
+)
+
+if TYPE_CHECKING:
+    from market_agent.analysis.base import Analyzer, Judgement
+    from market_agent.models import Notification
+
+log = logging.getLogger("market_agent.actions")
+
+RECENT = 5
+_RESULT = b'"step":"result"'
+_NOTIFICATION = b'"kind":"notification"'
+#: A notification's top-level status is its last key but `ts` (sorted keys).
+_RESOLVED = b'"status":"resolved","ts":"'
+_STATUS = b'"status":"'
+_NAMES = b'"alertnames":['
+_EXECUTED = frozenset({"verified", "rolled_back", "failed"})
+#: A resolved notification this long after an unverified run no longer counts as recovery.
+RESOLUTION_HORIZON = 24 * 3600.0
+_CONTEXT_KEYS = ("recent", "attempts", "successes", "success_rate", "median_time_to_recover_s")
+
+
+@dataclass
+class Stat:
+    alertname: str
+    action: str
+    attempts: int = 0
+    successes: int = 0
+    recover_times: list[float] = field(default_factory=list)
+    recent: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT))
+    last_attempt: str | None = None
+
+    @property
+    def success_rate(self) -> float | None:
+        return round(self.successes / self.attempts, 3) if self.attempts else None
+
+    @property
+    def median_recover_s(self) -> float | None:
+        return round(statistics.median(self.recover_times), 3) if self.recover_times else None
+
+    def to_json(self) -> dict[str, Any]:
+        """One row of `history stats --json`."""
+        return {
+            "alertname": self.alertname,
+            "action": self.action,
+            "attempts": self.attempts,
+            "successes": self.successes,
+            "success_rate": self.success_rate,
+            "median_time_to_recover_s": self.median_recover_s,
+            "recent": list(self.recent),
+            "last_attempt": self.last_attempt,
+        }
+
+
+#: ("result", ts, action, outcome, alertnames, elapsed_s, recover_s) or
+#: ("resolved", ts, alertnames): what a candidate line says, read without the others.
+Event = tuple[Any, ...]
+#: Every line `extract` finds something in contains one of these.
+NEEDLES = (_RESULT, _RESOLVED)
+
+
+def extract(line: bytes) -> Event | None:
+    """The event in one raw line, if any. Pure: parts of a file are read in parallel."""
+    if _RESULT in line:
+        return _result_event(line)
+    if line.startswith(_NAMES, _BODY_AT) and _RESOLVED in line:
+        return _resolved_event(line)
+    return None
+
+
+def _result_event(line: bytes) -> Event | None:
+    record = load_record(line)
+    if record is None or record.get("kind") != "action" or record.get("step") != "result":
+        return None
+    outcome, action, ts = record.get("outcome"), record.get("action"), record.get("ts")
+    if outcome not in _EXECUTED or not isinstance(action, str) or not isinstance(ts, str):
+        return None
+    elapsed, recover = _number(record.get("elapsed_s")), _number(record.get("recover_s"))
+    return ("result", ts, action, outcome, _names(record), elapsed, recover)
+
+
+def _resolved_event(line: bytes) -> Event | None:
+    if line.rfind(_RESOLVED) != line.rfind(_STATUS):
+        return None  # "resolved" was a nested alert's status, not the notification's
+    names, ts = _notification_names(line), raw_ts(line)
+    if names is None or ts is None or _NOTIFICATION not in line:
+        record = load_record(line)
+        if record is None or record.get("kind") != "notification":
+            return None
+        if record.get("status") != "resolved" or not isinstance(record.get("ts"), str):
+            return None
+        names, ts = _names(record), record["ts"]
+    return ("resolved", ts, names)
+
+
+class Accumulator:
+    """Apply events (or feed raw lines) oldest first; read `stats` or `rows()`.
+
+    Parts of a file can be accumulated apart and then `merge`d in file order: runs
+    still unresolved at the end of a part are resolved by the first resolved
+    notification of the next parts.
+    """
+
+    def __init__(self, since: str | None = None) -> None:
+        self.since = since
+        self.stats: dict[tuple[str, str], Stat] = {}
+        #: alertname -> [(stat, start epoch)] of unverified runs awaiting a resolution.
+        self._pending: dict[str, list[tuple[Stat, float]]] = {}
+        #: alertname -> epoch of its first resolved notification seen.
+        self.first_resolved: dict[str, float] = {}
+
+    def feed(self, line: bytes) -> None:
+        event = extract(line)
+        if event is not None:
+            self.apply(event)
+
+    def feed_all(self, lines: Iterable[bytes]) -> Accumulator:
+        for line in lines:
+            self.feed(line)
+        return self
+
+    def apply(self, event: Event) -> None:
+        if event[0] == "result":
+            self._result(*event[1:])
+        else:
+            self._resolved(event[1], event[2])
+
+    def _result(
+        self,
+        ts: str,
+        action: str,
+        outcome: str,
+        names: list[str],
+        elapsed: float | None,
+        recover: float | None,
+    ) -> None:
+        if self.since is not None and ts < self.since:
+            return
+        ok = outcome == "verified"
+        for name in names:
+            stat = self.stats.setdefault((name, action), Stat(name, action))
+            stat.attempts += 1
+            stat.successes += ok
+            stat.recent.append(ok)
+            stat.last_attempt = ts
+            if ok and recover is not None:
+                stat.recover_times.append(recover)
+            elif not ok and elapsed is not None:
+                start = epoch(ts) - elapsed
+                self._pending.setdefault(name, []).append((stat, start))
+
+    def _resolved(self, ts: str, names: list[str]) -> None:
+        fresh = [name for name in names if name not in self.first_resolved]
+        if not fresh and not any(name in self._pending for name in names):
+            return
+        when = epoch(ts)
+        for name in fresh:
+            self.first_resolved[name] = when
+        self._resolve(names, when)
+
+    def _resolve(self, names: Iterable[str], when: float) -> None:
+        for name in names:
+            for stat, start in self._pending.pop(name, []):
+                if 0 <= when - start <= RESOLUTION_HORIZON:
+                    stat.recover_times.append(round(when - start, 3))
+
+    def merge(self, later: Accumulator) -> None:
+        """Add what a later part of the log accumulated on its own."""
+        for name, when in later.first_resolved.items():
+            self._resolve([name], when)
+            self.first_resolved.setdefault(name, when)
+        for key, part in later.stats.items():
+            stat = self.stats.setdefault(key, Stat(*key))
+            stat.attempts += part.attempts
+            stat.successes += part.successes
+            stat.recover_times.extend(part.recover_times)
+            stat.recent.extend(part.recent)
+            stat.last_attempt = part.last_attempt or stat.last_attempt
+        for name, runs in later._pending.items():
+            mine = self._pending.setdefault(name, [])
+            mine.extend((self.stats[(part.alertname, part.action)], start) for part, start in runs)
+
+    def rows(self) -> list[Stat]:
+        return sorted(self.stats.values(), key=lambda s: (s.alertname, s.action))
+
+
+def _accumulate_range(
+    path: Path, start: int, end: int | None, index: int, since: str | None
+) -> Accumulator:
+    acc = Accumulator(since)
+    for chunk in range_chunks(path, start, end):
+        for line in lines_in(chunk, NEEDLES):
+            acc.feed(line)
+    return acc
+
+
+def compute(paths: Sequence[Path], since: str | None = None) -> list[Stat]:
+    """The effectiveness table over the log and its rotated files (given newest first);
+    parts of large files are accumulated in parallel, then merged in order."""
+    total = Accumulator(since)
+    for path in reversed(list(paths)):
+        for part in map_ranges(_accumulate_range, path, since):
+            total.merge(part)
+    return total.rows()
+
+
+def context_for(stats: Mapping[tuple[str, str], Stat], alertnames: Iterable[str]) -> dict[str, Any]:
+    """`{"<alertname>": {"<action>": {"recent": [...], "attempts": ...}}}` for these alerts."""
+    wanted = set(alertnames)
+    found: dict[str, Any] = {}
+    for (name, action), stat in stats.items():
+        if name in wanted:
+            row = stat.to_json()
+            found.setdefault(name, {})[action] = {k: row[k] for k in _CONTEXT_KEYS}
+    return found
+
+
+class EffectivenessTracker:
+    """Keeps the figures up to date by reading only what was appended since last time."""
+
+    def __init__(self, audit_path: Path) -> None:
+        self.audit_path = audit_path
+        self._lock = threading.Lock()
+        self._acc = Accumulator()
+        self._inode: int | None = None
+        self._offset = 0
+
+    def figures(self, alertnames: Iterable[str]) -> dict[str, Any]:
+        with self._lock:
+            self._refresh()
+            return context_for(self._acc.stats, alertnames)
+
+    def _refresh(self) -> None:
+        try:
+            stat = self.audit_path.stat()
+        except FileNotFoundError:
+            return
+        if stat.st_ino != self._inode or stat.st_size < self._offset:
+            # First use, or the log rotated: read everything again.
+            self._acc = Accumulator()
+            for path in reversed(log_files(self.audit_path)[1:]):
+                for part in map_ranges(_accumulate_range, path, None):
+                    self._acc.merge(part)
+            self._inode, self._offset = stat.st_ino, 0
+        for chunk in range_chunks(self.audit_path, self._offset, None):
+            if not chunk.endswith(b"\n"):
+                break  # a record being written: read it next time
+            for line in lines_in(chunk, NEEDLES):
+                self._acc.feed(line)
+            self._offset += len(chunk)
+
+
+class WithEffectiveness:
+    """An `Analyzer` that adds `context["effectiveness"]` for the alerts it judges."""
+
+    def __init__(self, inner: Analyzer, tracker: EffectivenessTracker) -> None:
+        self.inner = inner
+        self.tracker = tracker
+        self.name = inner.name
+
+    def judge(self, notification: Notification, context: Mapping[str, Any]) -> Judgement:
+        if "effectiveness" not in context:
+            try:
+                figures = self.tracker.figures(alert.name for alert in notification.alerts)
+            except Exception as exc:  # history is a help, never a reason not to analyse
+                log.warning("action history unavailable: %s", exc)
+                figures = {}
+            if figures:
+                context = {**context, "effectiveness": figures}
+        return self.inner.judge(notification, context)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def _names(record: Mapping[str, Any]) -> list[str]:
+    names = record.get("alertnames")
+    return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _notification_names(line: bytes) -> list[str] | None:
+    """A notification's `alertnames`, its first key, without parsing the whole line."""
+    if not line.startswith(_NAMES, _BODY_AT):
+        return None
+    start = _BODY_AT + len(_NAMES)
+    end = line.find(b"]", start)
+    names = line[start:end]
+    if b"\\" in names or not names.startswith(b'"') or not names.endswith(b'"'):
+        return None  # escapes, or a `]` inside a name: let the caller parse the line
+    return names[1:-1].decode("utf-8", "replace").split('","')

@@ -1,0 +1,82 @@
+"""`market-agent listen`: the Alertmanager webhook receiver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def listen(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to bind [default: 127.0.0.1].")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="TCP port [default: 9095].")] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", help="File holding the webhook bearer token."),
+    ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option("--insecure-no-auth", help="Allow a non-loopback bind without a token."),
+    ] = False,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Analysis threads [default: 2].")
+    ] = None,
+    queue_size: Annotated[
+        int | None,
+        typer.Option(
+            "--queue-size",
+            min=1,
+            help="Notifications waiting for analysis before 503 [default: 1000].",
+        ),
+    ] = None,
+    grace_period: Annotated[
+        float | None,
+        typer.Option(
+            "--grace-period", min=0, help="Seconds to drain the queue on SIGTERM [default: 10]."
+        ),
+    ] = None,
+    log_format: Annotated[
+        str | None, typer.Option("--log-format", help="Log lines on stderr: text or json.")
+    ] = None,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = None,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Use the rule analyzer only.")] = False,
+) -> None:
+    """Receive Alertmanager webhooks on POST /webhook/alerts and analyse them.
+
+    Each notification is written to the audit log (fsync'd) before it is
+    acknowledged, then analysed in the background; unanalysed notifications
+    left by a crash are analysed at the next start, and Alertmanager re-sends
+    are recognised and not analysed twice. Also serves /healthz, /readyz and
+    /metrics. SIGTERM or SIGINT: stop accepting, drain the queue for the grace
+    period, exit 0. The token comes from --token-file, listen.token_file or
+    listen.token ($MARKET_AGENT_LISTEN__TOKEN).
+    """
+    from market_agent.server import run_listener
+
+    state = ctx.obj
+    state.override(
+        {
+            "listen.host": host,
+            "listen.port": port,
+            "listen.token_file": token_file,
+            "listen.insecure_no_auth": insecure_no_auth or None,
+            "listen.workers": workers,
+            "listen.queue_size": queue_size,
+            "listen.grace_period": grace_period,
+            "listen.log_format": log_format,
+            "listen.log_level": log_level,
+        }
+    )
+    ctx.call_on_close(state.close)
+    run_listener(
+        state.settings,
+        state.audit_log,
+        state.analysis_service(use_llm=not no_llm),
+        context_for=state.context_provider(),
+    )

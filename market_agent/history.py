@@ -1,0 +1,453 @@
+"""Reading the audit log back: newest first, filtered, in constant memory.
+
+The log may rotate: ``audit.jsonl`` is the newest file, then ``audit.jsonl.1``,
+``audit.jsonl.2``, ... (oldest last). Files are read in fixed-size blocks (in reverse
+for listings); `bytes.find` over a whole block picks the candidate lines (those
+holding the kind or alert name asked for) before any JSON is parsed, so memory stays
+constant and the other lines cost almost nothing. `--json` output is the stored line
+itself, in the log's own schema. Whole-file passes (`verify`, `stats`) split large
+files into one part per core and check the seams between parts.
+
+Times: every record's top-level ``ts`` is the last ``"ts":"`` in its line, because
+the body has sorted keys and no key after ``ts`` holds nested, untrusted text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+from market_agent.errors import AuditError, InputError
+
+BLOCK_SIZE = 1 << 20
+#: Smaller files are read by one process: starting workers would cost more.
+PARALLEL_MIN_BYTES = 64 << 20
+T = TypeVar("T")
+_TS_KEY = b'"ts":"'
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def log_files(path: Path) -> list[Path]:
+    """The log and its rotated predecessors, newest first."""
+    files = [path] if path.exists() else []
+    index = 1
+    while True:
+        rotated = path.with_name(f"{path.name}.{index}")
+        if not rotated.exists():
+            return files
+        files.append(rotated)
+        index += 1
+
+
+def reverse_lines(
+    paths: Iterable[Path], block_size: int = BLOCK_SIZE, needles: Sequence[bytes] = ()
+) -> Iterator[bytes]:
+    """Every non-empty line (without its newline), newest first, across files.
+
+    With `needles`, only lines containing one of them: found with `bytes.find` over
+    whole blocks, so the lines in between cost nothing.
+    """
+    for path in paths:
+        for chunk in _reverse_chunks(path, block_size):
+            if needles:
+                yield from reversed(lines_in(chunk, needles))
+            else:
+                yield from (line for line in reversed(chunk.split(b"\n")) if line)
+
+
+def _reverse_chunks(path: Path, block_size: int) -> Iterator[bytes]:
+    """Runs of whole lines, from the end of the file to its start."""
+    handle = _open(path)
+    if handle is None:
+        return
+    with handle:
+        position = handle.seek(0, 2)
+        carry = b""
+        while position > 0:
+            size = min(block_size, position)
+            position -= size
+            handle.seek(position)
+            data = handle.read(size) + carry
+            if position == 0:
+                yield data
+                return
+            cut = data.find(b"\n") + 1  # the first line may have started in an earlier block
+            carry = data[:cut] if cut else data
+            if cut:
+                yield data[cut:]
+
+
+def _open(path: Path) -> BinaryIO | None:
+    """The file for reading, or None when it does not exist (an empty log)."""
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuditError(f"audit log {path}: cannot read: {exc.strerror or exc}") from None
+
+
+def forward_chunks(paths: Iterable[Path], block_size: int = BLOCK_SIZE) -> Iterator[bytes]:
+    """Runs of whole lines, oldest first, across files given newest first."""
+    for path in reversed(list(paths)):
+        yield from range_chunks(path, 0, None, block_size)
+
+
+def range_chunks(
+    path: Path, start: int, end: int | None, block_size: int = BLOCK_SIZE
+) -> Iterator[bytes]:
+    """Runs of whole lines of bytes [start, end) of one file (`start` at a line start)."""
+    handle = _open(path)
+    if handle is None:
+        return
+    with handle:
+        handle.seek(start)
+        left = None if end is None else end - start
+        carry = b""
+        while left is None or left > 0:
+            block = handle.read(block_size if left is None else min(block_size, left))
+            if not block:
+                break
+            if left is not None:
+                left -= len(block)
+            data = carry + block
+            cut = data.rfind(b"\n") + 1
+            carry = data[cut:]
+            if cut:
+                yield data[:cut]
+        if carry:
+            yield carry
+
+
+def split_ranges(path: Path, parts: int) -> list[tuple[int, int]]:
+    """[start, end) byte ranges of about equal size, each starting at a line start."""
+    size = path.stat().st_size
+    if parts <= 1 or size < PARALLEL_MIN_BYTES:
+        return [(0, size)]
+    bounds = [0]
+    with path.open("rb") as handle:
+        for index in range(1, parts):
+            handle.seek(size * index // parts)
+            handle.readline()  # on to the next line start
+            bounds.append(max(bounds[-1], handle.tell()))
+    bounds.append(size)
+    return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def map_ranges(function: Callable[..., T], path: Path, *extra: Any) -> list[T]:
+    """`function(path, start, end, index, *extra)` over `split_ranges`, in processes
+    (one per core) when the file is large enough for it to pay."""
+    ranges = split_ranges(path, _cores())
+    calls = [(path, a, b, i, *extra) for i, (a, b) in enumerate(ranges)]
+    if len(calls) == 1:
+        return [function(*calls[0])]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(len(calls), mp_context=context) as pool:
+        return list(pool.map(function, *zip(*calls, strict=True)))
+
+
+def _cores() -> int:
+    try:
+        return min(len(os.sched_getaffinity(0)), 4)
+    except AttributeError:  # pragma: no cover - not Linux
+        return 1
+
+
+def lines_in(chunk: bytes, needles: Sequence[bytes]) -> list[bytes]:
+    """The lines of `chunk` containing any of `needles`, in order, each once."""
+    starts: set[int] = set()
+    for needle in needles:
+        at = chunk.find(needle)
+        while at >= 0:
+            start = chunk.rfind(b"\n", 0, at) + 1
+            starts.add(start)
+            end = chunk.find(b"\n", at)
+            if end < 0:
+                break
+            at = chunk.find(needle, end)
+    found = []
+    for start in sorted(starts):
+        end = chunk.find(b"\n", start)
+        found.append(chunk[start : end if end >= 0 else len(chunk)])
+    return found
+
+
+def raw_ts(line: bytes) -> str | None:
+    """The record's `ts` from the raw bytes (see the module docstring)."""
+    at = line.rfind(_TS_KEY)
+    if at < 0:
+        return None
+    start = at + len(_TS_KEY)
+    end = line.find(b'"', start)
+    return line[start:end].decode("ascii", "replace") if end > start else None
+
+
+def parse_time(value: str, *, now: datetime | None = None) -> str:
+    """`2h`, `30m`, `7d` (ago), `2026-11-20` or an RFC 3339 time -> an audit `ts` string."""
+    from market_agent.actions.config import parse_duration
+
+    text = value.strip()
+    now = now or datetime.now(UTC)
+    try:
+        if _DATE.match(text):
+            moment = datetime.fromisoformat(text).replace(tzinfo=UTC)
+        elif text[:1].isdigit() and "-" not in text and ":" not in text:
+            moment = now - timedelta(seconds=parse_duration(text))
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+    except ValueError:
+        raise InputError(
+            f"time {value!r}: expected a duration ago (2h, 30m, 7d), a date (2026-11-20) "
+            "or an RFC 3339 time"
+        ) from None
+    return format_ts(moment)
+
+
+def epoch(ts: str) -> float:
+    """Seconds since the epoch of an audit `ts`."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def format_ts(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def alertnames_of(record: dict[str, Any]) -> list[str]:
+    """Alert names a record is about, whatever its kind."""
+    names = record.get("alertnames")
+    if isinstance(names, list):
+        return [n for n in names if isinstance(n, str)]
+    alerts = record.get("alerts")
+    if isinstance(alerts, list):
+        return [a["alertname"] for a in alerts if isinstance(a, dict) and "alertname" in a]
+    return []
+
+
+@dataclass(frozen=True)
+class Query:
+    """What `history` selects; `since`/`until` are audit `ts` strings."""
+
+    kinds: frozenset[str] = frozenset()
+    alert: str | None = None
+    since: str | None = None
+    until: str | None = None
+    limit: int | None = None
+
+    def needles(self) -> tuple[bytes, ...]:
+        """Byte strings one of which every matching line contains (none: no such test)."""
+        if self.alert is not None:
+            return (_json(self.alert),)
+        return tuple(b'"kind":' + _json(kind) for kind in sorted(self.kinds))
+
+    def raw_candidate(self, line: bytes) -> bool:
+        """A cheap test on the raw bytes; False means the line cannot match."""
+        if self.kinds and not any(b'"kind":' + _json(k) in line for k in self.kinds):
+            return False
+        return self.alert is None or _json(self.alert) in line
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        if self.kinds and record.get("kind") not in self.kinds:
+            return False
+        return self.alert is None or self.alert in alertnames_of(record)
+
+
+def _json(text: str) -> bytes:
+    return json.dumps(text).encode()
+
+
+def select(paths: Iterable[Path], query: Query) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    """(raw line, record) of every matching record, newest first."""
+    found = 0
+    if query.limit is not None and query.limit <= 0:
+        return
+    for line in reverse_lines(paths, needles=query.needles()):
+        if query.since is not None or query.until is not None:
+            ts = raw_ts(line)
+            if ts is not None and query.since is not None and ts < query.since:
+                record = load_record(line)
+                if record is not None and str(record.get("ts", "")) < query.since:
+                    return  # records are appended in time order: nothing older can match
+            if ts is not None and query.until is not None and ts > query.until:
+                continue
+        if not query.raw_candidate(line):
+            continue
+        record = load_record(line)
+        if record is None or not query.matches(record) or not _in_range(record, query):
+            continue
+        yield line, record
+        found += 1
+        if query.limit is not None and found >= query.limit:
+            return
+
+
+def _in_range(record: dict[str, Any], query: Query) -> bool:
+    ts = str(record.get("ts", ""))
+    if query.since is not None and ts < query.since:
+        return False
+    return query.until is None or ts <= query.until
+
+
+def load_record(line: bytes) -> dict[str, Any] | None:
+    """One parsed record, or None for a line that is not one (`history verify` names it)."""
+    try:
+        value = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """One action and everything linked to it, oldest first."""
+
+    action_id: str
+    records: list[tuple[bytes, dict[str, Any]]]
+
+
+def action_chain(paths: list[Path], action_id: str) -> Chain:
+    """The notification, analysis, action steps and escalations of one action.
+
+    `action_id` may be a unique prefix (at least 6 characters).
+    """
+    if len(action_id) < 6:
+        raise InputError("action id: give at least 6 characters")
+    prefix = b'"action_id":"' + action_id.encode()
+    full: str | None = None
+    steps: list[tuple[bytes, dict[str, Any]]] = []
+    wanted: dict[str, str] = {}
+    found: dict[str, tuple[bytes, dict[str, Any]]] = {}
+    for line in reverse_lines(paths):
+        if prefix in line:
+            record = load_record(line)
+            rid = record.get("action_id") if record else None
+            if record is None or not isinstance(rid, str) or not rid.startswith(action_id):
+                continue
+            if full is not None and rid != full:
+                raise InputError(f"action id {action_id!r} is ambiguous: give more characters")
+            full = rid
+            steps.append((line, record))
+            for key, kind in (("analysis_id", "analysis"), ("notification_id", "notification")):
+                if isinstance(record.get(key), str):
+                    wanted[kind] = record[key]
+        elif wanted and b'"id":"' in line:
+            _collect_origin(line, wanted, found)
+            # A prefix must be read to the end: another action may share it.
+            if len(found) == len(wanted) and full == action_id:
+                break
+    if full is None:
+        raise InputError(f"no action {action_id!r} in the audit log")
+    origin = [found[k] for k in ("notification", "analysis") if k in found]
+    return Chain(full, origin + list(reversed(steps)))
+
+
+def _collect_origin(
+    line: bytes, wanted: dict[str, str], found: dict[str, tuple[bytes, dict[str, Any]]]
+) -> None:
+    for kind, ident in wanted.items():
+        if kind not in found and b'"id":"' + ident.encode() + b'"' in line:
+            record = load_record(line)
+            if record is not None and record.get("kind") == kind and record.get("id") == ident:
+                found[kind] = (line, record)
+
+
+@dataclass(frozen=True, slots=True)
+class FileVerdict:
+    path: Path
+    ok: bool
+    records: int
+    line: int | None = None
+    problem: str | None = None
+
+
+def verify_files(paths: list[Path]) -> list[FileVerdict]:
+    """Check each file's hash chain (each rotated file starts its own), oldest first.
+
+    Stops at the first broken file.
+    """
+    verdicts = []
+    for path in reversed(paths):
+        verdict = verify_file(path)
+        verdicts.append(verdict)
+        if not verdict.ok:
+            break
+    return verdicts
+
+
+def verify_file(path: Path) -> FileVerdict:
+    """`AuditLog.verify`'s verdicts, faster: checks inlined, parts of a large file in
+    parallel, and the seams between parts checked afterwards."""
+    try:
+        parts = map_ranges(_verify_range, path)
+    except FileNotFoundError:
+        return FileVerdict(path, True, 0)
+    count, prev = 0, GENESIS
+    for part in parts:
+        seam_ok = part.first_prev is None or part.first_prev == prev
+        if not seam_ok and part.line != 1:
+            problem = "prev_hash does not match the previous record (deleted or inserted)"
+            return FileVerdict(path, False, count, count + 1, problem)
+        if part.problem is not None:
+            return FileVerdict(path, False, count + part.records, count + part.line, part.problem)
+        count += part.records
+        prev = part.last_hash or prev
+    return FileVerdict(path, True, count)
+
+
+GENESIS = "0" * 64
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    records: int
+    #: The claimed prev_hash of the part's first line (None for the file's first part).
+    first_prev: str | None
+    last_hash: str | None
+    #: 1-based line number within the part of the first bad line.
+    line: int = 0
+    problem: str | None = None
+
+
+def _verify_range(path: Path, start: int, end: int, index: int) -> _Part:
+    from market_agent.audit import _BODY_AT, _HASH_AT, _HASH_PREFIX, _PREV_AT, _check_line
+
+    hash_end, prev_end = _HASH_AT + 64, _PREV_AT + 64
+    sha256 = hashlib.sha256
+    prev: bytes | None = GENESIS.encode() if index == 0 else None
+    first_prev: str | None = None
+    count = 0
+    for chunk in range_chunks(path, start, end):
+        lines = chunk.split(b"\n")
+        torn = lines.pop()  # b"" when the chunk ends with a newline
+        for line in lines:
+            if prev is None:  # a later part: take the seam on trust, checked by the caller
+                prev = line[_PREV_AT:prev_end]
+                first_prev = prev.decode("ascii", "replace")
+            if (
+                line[prev_end:_BODY_AT] != b'",'
+                or line[_PREV_AT:prev_end] != prev
+                or not line.startswith(_HASH_PREFIX)
+                or sha256(prev + b"{" + line[_BODY_AT:]).hexdigest().encode()
+                != line[_HASH_AT:hash_end]
+            ):
+                problem, _ = _check_line(line + b"\n", prev.decode("ascii", "replace"))
+                return _Part(count, first_prev, None, count + 1, problem or "damaged line")
+            prev = line[_HASH_AT:hash_end]
+            count += 1
+        if torn:
+            problem = "truncated record (no end of line)"
+            return _Part(count, first_prev, None, count + 1, problem)
+    last = prev.decode("ascii") if prev is not None and count else None
+    return _Part(count, first_prev, last, 0, None)

@@ -1,0 +1,662 @@
+"""The durable webhook pipeline: journal, acknowledge, then analyse in the background.
+
+Guarantees, matching Alertmanager's retry semantics (it retries only on 5xx and
+transport errors, and re-sends a group until one send succeeds):
+
+- A notification is acknowledged only once its record is in the audit log and
+  fsync'd. Concurrent requests share one write and one fsync (group commit).
+- Analysis runs on a bounded queue served by a few worker threads; the queue is
+  bounded *before* journaling, so a full queue answers 503 and writes nothing.
+- At start, every listen notification in the audit log without an analysis is
+  queued again: an acknowledged notification is never lost, even to SIGKILL.
+- A notification whose alerts, keyed by (fingerprint, status, startsAt), were all
+  seen before is a duplicate (an Alertmanager re-send): acknowledged, counted,
+  logged, not journaled and not analysed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+from market_agent.analysis.run import ContextProvider, notification_record
+from market_agent.audit import AuditLog, Prepared, prepare
+from market_agent.errors import AuditError, ConfigError
+from market_agent.metrics import ListenMetrics
+from market_agent.models import Analysis, Notification, new_id
+
+log = logging.getLogger("market_agent.listen")
+
+#: The `source` of the notification and analysis records that `listen` writes.
+SOURCE = "webhook"
+#: Alert keys remembered for duplicate detection (oldest forgotten first).
+DEDUP_MAX_KEYS = 100_000
+#: Most records one group commit writes; and of analyses, which never hold up an answer.
+MAX_BATCH = 1024
+BACKGROUND_BATCH = 32
+#: A worker takes more queued jobs into one batch (one commit) up to this many, or
+#: while its batch has taken less than this long to analyse.
+WORKER_BATCH = 32
+WORKER_BATCH_SECONDS = 0.05
+
+Entries = Sequence[tuple[str, Mapping[str, Any]] | Prepared]
+T = TypeVar("T")
+
+
+class Remediator(Protocol):
+    """Called after an analysis is journaled (guarded auto-remediation plugs in here)."""
+
+    def handle(self, analysis: Analysis, notification: Notification) -> None: ...
+
+
+class Service(Protocol):
+    """What the workers need of `AnalysisService`."""
+
+    def analyze(
+        self,
+        notification: Notification,
+        *,
+        source: str,
+        context: Mapping[str, Any] | None = None,
+        notification_id: str | None = None,
+    ) -> Analysis: ...
+
+
+class QueueFull(Exception):
+    """The analysis queue is full; nothing was journaled."""
+
+
+class JournalClosed(Exception):
+    """The journal writer has stopped (the listener is shutting down)."""
+
+
+def alert_keys(notification: Notification) -> list[str]:
+    """One `fingerprint|status|startsAt` key per alert, the identity Alertmanager re-sends."""
+    keys = []
+    for alert in notification.alerts:
+        fingerprint = alert.fingerprint or _label_fingerprint(alert.labels)
+        starts_at = alert.starts_at.isoformat() if alert.starts_at else ""
+        keys.append(f"{fingerprint}|{alert.status}|{starts_at}")
+    return keys
+
+
+def webhook_record(
+    notification: Notification,
+    notification_id: str,
+    keys: list[str],
+    payload: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The journaled notification: `notification_record`'s shape plus the alert keys.
+
+    With the decoded request body at hand, that is the payload journaled (as
+    received), saving a dump of the model it was validated into.
+    """
+    if payload is None:
+        record = notification_record(notification, notification_id)
+    else:
+        record = {
+            "id": notification_id,
+            "source": SOURCE,
+            "group_key": notification.group_key,
+            "status": notification.status,
+            "alertnames": sorted({alert.name for alert in notification.alerts}),
+            "payload": payload,
+        }
+    record["alert_keys"] = keys
+    return record
+
+
+def _label_fingerprint(labels: Mapping[str, str]) -> str:
+    canonical = json.dumps(sorted(labels.items()), separators=(",", ":"))
+    return "labels:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class Journal:
+    """Group commit: one writer thread appends everything submitted since its last fsync.
+
+    Each commit takes every urgent submission (notifications, whose HTTP answer waits
+    on them) and up to `background_batch` records of the rest (analyses): one write
+    and one fsync serve both, a stream of notifications cannot starve the analyses,
+    and an acknowledgement shares its commit with at most that many analysis records.
+    Records come prepared (`audit.prepare`): a commit only chains, writes and syncs.
+    """
+
+    def __init__(
+        self,
+        audit: AuditLog,
+        metrics: ListenMetrics,
+        *,
+        max_batch: int = MAX_BATCH,
+        background_batch: int = BACKGROUND_BATCH,
+    ) -> None:
+        self.audit = audit
+        self.metrics = metrics
+        self.max_batch = max_batch
+        self.background_batch = background_batch
+        self._urgent: deque[tuple[Entries, Future[list[dict[str, Any]]]]] = deque()
+        self._background: deque[tuple[Entries, Future[list[dict[str, Any]]]]] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._closed
+
+    def submit(
+        self,
+        entries: Entries,
+        *,
+        urgent: bool = False,
+        future: Future[list[dict[str, Any]]] | None = None,
+    ) -> Future[list[dict[str, Any]]]:
+        """Queue records for a coming commit; the future (new, or the one given) gets them
+        once on disk."""
+        if future is None:
+            future = Future()
+        with self._cond:
+            if self._closed:
+                raise JournalClosed("the journal is closed")
+            (self._urgent if urgent else self._background).append((entries, future))
+            self._cond.notify()
+        return future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Commit what was submitted, then stop the writer."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._urgent or self._background or self._closed):
+                    self._cond.wait()
+                if not (self._urgent or self._background):
+                    return
+                batch = self._take_batch(self._urgent, self.max_batch)
+                batch += self._take_batch(self._background, self.background_batch)
+            if batch:
+                self._commit(batch)
+
+    @staticmethod
+    def _take_batch(
+        pending: deque[tuple[Entries, Future[list[dict[str, Any]]]]], limit: int
+    ) -> list[tuple[Entries, Future[list[dict[str, Any]]]]]:
+        batch, size = [], 0
+        while pending and (not batch or size + len(pending[0][0]) <= limit):
+            entries, future = pending.popleft()
+            # From here on the future cannot be cancelled: its records will be written.
+            if future.set_running_or_notify_cancel():
+                batch.append((entries, future))
+                size += len(entries)
+        return batch
+
+    def _commit(self, batch: list[tuple[Entries, Future[list[dict[str, Any]]]]]) -> None:
+        entries = [entry for group, _ in batch for entry in group]
+        try:
+            records = self.audit.append_many(entries)
+        except Exception as exc:  # one write: nothing of the batch is acknowledged
+            for _, future in batch:
+                future.set_exception(exc)
+            return
+        self.metrics.journal_commits.inc()
+        self.metrics.journal_records.inc(len(records))
+        start = 0
+        for group, future in batch:
+            future.set_result(records[start : start + len(group)])
+            start += len(group)
+
+
+class DedupIndex:
+    """Alert keys seen, oldest first, bounded; a key maps to its in-flight commit until done.
+
+    Not thread-safe by itself: the listener holds its lock around every call.
+    """
+
+    def __init__(self, max_keys: int = DEDUP_MAX_KEYS) -> None:
+        self.max_keys = max_keys
+        self._keys: OrderedDict[str, Future[Any] | None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def lookup(self, keys: Sequence[str]) -> list[Future[Any]] | None:
+        """None when any key is new; else the commits still in flight for these keys."""
+        if not all(key in self._keys for key in keys):
+            return None
+        for key in keys:
+            self._keys.move_to_end(key)
+        return list({id(f): f for key in keys if (f := self._keys[key]) is not None}.values())
+
+    def reserve(self, keys: Sequence[str], future: Future[Any] | None) -> None:
+        """Remember keys; new ones belong to `future` until it settles (None: on disk)."""
+        for key in keys:
+            self._keys.setdefault(key, future)
+            self._keys.move_to_end(key)
+        while len(self._keys) > self.max_keys:
+            self._keys.popitem(last=False)
+
+    def settle(self, keys: Sequence[str], future: Future[Any], committed: bool) -> None:
+        for key in keys:
+            if self._keys.get(key) is future:
+                if committed:
+                    self._keys[key] = None
+                else:
+                    del self._keys[key]
+
+
+class _Handoff:
+    """Settles asyncio futures from commits, with one wake-up of the loop per commit.
+
+    (`asyncio.wrap_future` wakes the loop, and takes the GIL from the journal thread,
+    once per future.) Cancelling a waiter leaves its commit alone, as `shield` would.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._settled: list[tuple[asyncio.Future[Any], Future[Any]]] = []
+
+    def wait(self, future: Future[T]) -> asyncio.Future[T]:
+        """An asyncio future (of the loop) with the outcome of `future`."""
+        waiter: asyncio.Future[T] = self.loop.create_future()
+        future.add_done_callback(lambda done: self._done(waiter, done))
+        return waiter
+
+    def _done(self, waiter: asyncio.Future[Any], done: Future[Any]) -> None:  # any thread
+        with self._lock:
+            self._settled.append((waiter, done))
+            if len(self._settled) > 1:
+                return  # a wake-up is already on its way
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:  # the loop's thread
+        with self._lock:
+            settled, self._settled = self._settled, []
+        for waiter, done in settled:
+            if waiter.cancelled():
+                continue
+            if done.cancelled():
+                waiter.cancel()
+            elif (exc := done.exception()) is not None:
+                waiter.set_exception(exc)
+            else:
+                waiter.set_result(done.result())
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    status: Literal["accepted", "duplicate"]
+    #: The notification record's id (None for a duplicate).
+    notification_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What the start-up scan of the audit log found."""
+
+    requeued: int
+    dedup_keys: int
+    records: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.records} records, {self.dedup_keys} alert keys remembered, "
+            f"{self.requeued} notifications re-queued"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    notification_id: str
+    notification: Notification
+    #: Admitted through the bounded queue (recovered jobs are not).
+    holds_slot: bool
+
+
+class Listener:
+    """Admission, group-commit journal, analysis workers and crash recovery."""
+
+    def __init__(
+        self,
+        audit: AuditLog,
+        service: Service,
+        *,
+        metrics: ListenMetrics | None = None,
+        queue_size: int = 1000,
+        workers: int = 2,
+        context_for: ContextProvider | None = None,
+        remediator: Remediator | None = None,
+        dedup_max_keys: int = DEDUP_MAX_KEYS,
+    ) -> None:
+        self.audit = audit
+        self.service = service
+        self.metrics = metrics or ListenMetrics()
+        self.context_for = context_for
+        self.remediator = remediator
+        self.journal = Journal(audit, self.metrics)
+        self._dedup = DedupIndex(dedup_max_keys)
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(queue_size)
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"analysis-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        self._started = False
+        self._stopping = threading.Event()
+        self._lock_fd: int | None = None
+        self._handoffs: _Handoff | None = None
+        self.metrics.queue_depth.set_function(lambda: self.depth)
+
+    # Life cycle ----------------------------------------------------------------
+
+    def start(self) -> Recovery:
+        """Lock the audit log for this listener, re-queue what a crash left, start threads."""
+        self.audit.check_writable()
+        self._lock_fd = _lock_exclusively(self.audit.path)
+        recovery = self._recover()
+        self.journal.start()
+        for worker in self._workers:
+            worker.start()
+        self._started = True
+        return recovery
+
+    @property
+    def ready(self) -> bool:
+        return self._started and not self._stopping.is_set() and self.journal.alive
+
+    @property
+    def depth(self) -> int:
+        """Acknowledged notifications not analysed yet (queued or in progress)."""
+        return self._queue.unfinished_tasks
+
+    def stop(self, grace: float, abort: threading.Event | None = None) -> int:
+        """Analyse what is queued for up to `grace` seconds; returns how many were left.
+
+        Whatever is left stays journaled and is analysed on the next start.
+        """
+        deadline = time.monotonic() + grace
+        with self._queue.all_tasks_done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (abort is not None and abort.is_set()):
+                    break
+                self._queue.all_tasks_done.wait(min(remaining, 0.1))
+            left = self._queue.unfinished_tasks
+        self._stopping.set()
+        for _ in self._workers:
+            self._queue.put(None)
+        self.journal.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        return left
+
+    # Admission (event loop) -----------------------------------------------------
+
+    async def admit(
+        self, notification: Notification, payload: Mapping[str, Any] | None = None
+    ) -> Admission:
+        """Journal a notification and queue it for analysis, or recognise a duplicate.
+
+        `payload` is the decoded JSON `notification` was validated from: journaled as
+        received (else the model's dump is). Raises QueueFull (nothing written),
+        AuditError or JournalClosed (not acknowledged: the caller answers 5xx so
+        Alertmanager retries).
+        """
+        keys = alert_keys(notification)
+        with self._lock:
+            in_flight = self._dedup.lookup(keys)
+            claim = self._claim(notification, keys) if in_flight is None else None
+        if claim is not None:
+            job, future = claim
+            waiter = self._handoff().wait(future)
+            self._journal_new(job, keys, payload, future)
+            records = await waiter
+            return Admission("accepted", records[0]["id"])
+        # The first copy may still be on its way to disk: share its outcome.
+        for pending in in_flight or ():
+            await asyncio.shield(asyncio.wrap_future(pending))
+        self.metrics.duplicate.inc()
+        log.info("duplicate notification: %s", _describe(notification))
+        return Admission("duplicate")
+
+    def _handoff(self) -> _Handoff:
+        loop = asyncio.get_running_loop()
+        handoff = self._handoffs
+        if handoff is None or handoff.loop is not loop:
+            handoff = self._handoffs = _Handoff(loop)
+        return handoff
+
+    def _claim(
+        self, notification: Notification, keys: list[str]
+    ) -> tuple[_Job, Future[list[dict[str, Any]]]]:
+        """A queue slot, an id, and the alert keys reserved for the commit to come.
+
+        Under the listener's lock; the future settles even if the request goes away.
+        """
+        if self._stopping.is_set():
+            raise JournalClosed("the listener is shutting down")
+        if not self._slots.acquire(blocking=False):
+            raise QueueFull(f"the analysis queue is full ({self.depth} waiting)")
+        job = _Job(new_id(), notification, holds_slot=True)
+        future: Future[list[dict[str, Any]]] = Future()
+        self._dedup.reserve(keys, future)
+        future.add_done_callback(lambda done: self._committed(done, job, keys))
+        return job, future
+
+    def _journal_new(
+        self,
+        job: _Job,
+        keys: list[str],
+        payload: Mapping[str, Any] | None,
+        future: Future[list[dict[str, Any]]],
+    ) -> None:
+        """Redact and serialise the record here, not in the journal's commit, then submit it."""
+        try:
+            record = webhook_record(job.notification, job.notification_id, keys, payload)
+            self.journal.submit([prepare("notification", record)], urgent=True, future=future)
+        except Exception as exc:  # JournalClosed, or a bug: the claim is given back
+            future.set_exception(exc)
+
+    def _committed(self, future: Future[Any], job: _Job, keys: list[str]) -> None:
+        ok = not future.cancelled() and future.exception() is None
+        with self._lock:
+            self._dedup.settle(keys, future, committed=ok)
+        if not ok:
+            self._slots.release()
+            return
+        self.metrics.received.labels(job.notification.status).inc()
+        self.metrics.last_notification.set(time.time())
+        self._queue.put(job)
+        if log.isEnabledFor(logging.INFO):  # _describe is not free: only when logged
+            described = _describe(job.notification)
+            log.info("accepted notification %s: %s", job.notification_id, described)
+
+    # Analysis (worker threads) ----------------------------------------------------
+
+    def _work(self) -> None:
+        running = True
+        while running:
+            first = self._queue.get()
+            taken: list[_Job] = []
+            try:
+                running = self._run_batch(first, taken)
+            finally:
+                for _ in range(len(taken) + (not running)):
+                    self._queue.task_done()
+
+    def _run_batch(self, item: _Job | None, taken: list[_Job]) -> bool:
+        """Analyse `item`, and more queued jobs while the batch is quick; one commit for all.
+
+        Rule analyses then share a commit instead of each waiting for an fsync; a slow
+        (LLM) analysis closes its batch at once. False once told to stop.
+        """
+        entries: list[Prepared] = []
+        done: list[tuple[_Job, Analysis]] = []
+        started = time.monotonic()
+        while item is not None:
+            taken.append(item)
+            if item.holds_slot:
+                self._slots.release()
+            if not self._stopping.is_set():
+                self._analyse(item, entries, done)
+            if len(taken) >= WORKER_BATCH or time.monotonic() - started > WORKER_BATCH_SECONDS:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        if entries:
+            self._journal_analyses(entries, done)
+        return item is not None
+
+    def _analyse(
+        self, job: _Job, entries: list[Prepared], done: list[tuple[_Job, Analysis]]
+    ) -> None:
+        """Analyse one job; its record is prepared here, in parallel with journal commits."""
+        try:
+            analysis = self.service.analyze(
+                job.notification,
+                source=SOURCE,
+                context=self._context(job.notification),
+                notification_id=job.notification_id,
+            )
+            entry = prepare("analysis", analysis.to_json_dict())
+        except Exception as exc:
+            entries.append(prepare("analysis_failed", self._failure(job, exc)))
+            return
+        entries.append(entry)
+        done.append((job, analysis))
+
+    def _journal_analyses(self, entries: list[Prepared], done: list[tuple[_Job, Analysis]]) -> None:
+        try:
+            self.journal.submit(entries).result()
+        except (AuditError, JournalClosed) as exc:
+            self.metrics.analysis_failures.inc(len(entries))
+            log.error("%d analyses not journaled (%s); redone at the next start", len(entries), exc)
+            return
+        for job, analysis in done:
+            self._observe(analysis)
+            if self.remediator is not None:
+                try:
+                    self.remediator.handle(analysis, job.notification)
+                except Exception:
+                    log.exception("remediation of %s failed", job.notification_id)
+
+    def _context(self, notification: Notification) -> Mapping[str, Any]:
+        if self.context_for is None:
+            return {}
+        try:
+            return self.context_for(notification)
+        except Exception as exc:  # context is a help, never a reason not to analyse
+            log.warning("context gathering failed: %s", type(exc).__name__)
+            return {}
+
+    def _observe(self, analysis: Analysis) -> None:
+        self.metrics.analyses.labels(analysis.analyzer, analysis.severity.value).inc()
+        if analysis.analyzer == "llm" and analysis.usage is not None:
+            self.metrics.llm_latency.observe(analysis.usage.latency_ms / 1000)
+        log.info(
+            "analysed %s: %s %s, proposed action %s (%s%s)",
+            analysis.notification_id,
+            analysis.severity.value,
+            analysis.issue_type.value,
+            analysis.proposed_action,
+            analysis.analyzer,
+            f", fallback: {analysis.fallback_reason}" if analysis.fallback_reason else "",
+        )
+
+    def _failure(self, job: _Job, exc: Exception) -> dict[str, Any]:
+        """The `analysis_failed` record: journaled so a restart does not retry forever."""
+        error_id = new_id()[:12]
+        self.metrics.analysis_failures.inc()
+        log.error(
+            "analysis of %s failed (error id %s)", job.notification_id, error_id, exc_info=exc
+        )
+        return {
+            "notification_id": job.notification_id,
+            "error": type(exc).__name__,
+            "error_id": error_id,
+        }
+
+    # Recovery ----------------------------------------------------------------------
+
+    def _recover(self) -> Recovery:
+        pending: dict[str, dict[str, Any]] = {}
+        count = 0
+        for record in self.audit.records():
+            count += 1
+            kind = record.get("kind")
+            if kind == "notification" and record.get("source") == SOURCE:
+                keys = record.get("alert_keys")
+                if isinstance(keys, list):
+                    self._dedup.reserve([str(key) for key in keys], None)
+                pending[str(record.get("id"))] = record
+            elif kind in ("analysis", "analysis_failed"):
+                pending.pop(str(record.get("notification_id")), None)
+        for notification_id, record in pending.items():
+            self._requeue(notification_id, record)
+        if pending:
+            log.warning("re-queued %d acknowledged, unanalysed notifications", len(pending))
+        return Recovery(requeued=len(pending), dedup_keys=len(self._dedup), records=count)
+
+    def _requeue(self, notification_id: str, record: Mapping[str, Any]) -> None:
+        try:
+            notification = Notification.model_validate(record.get("payload"))
+        except ValueError as exc:
+            self._record_failure_at_start(notification_id, exc)
+            return
+        self.metrics.recovered.inc()
+        self._queue.put(_Job(notification_id, notification, holds_slot=False))
+
+    def _record_failure_at_start(self, notification_id: str, exc: Exception) -> None:
+        log.error("journaled notification %s cannot be read back; not analysed", notification_id)
+        self.metrics.analysis_failures.inc()
+        self.audit.append(
+            "analysis_failed",
+            {"notification_id": notification_id, "error": type(exc).__name__, "error_id": None},
+        )
+
+
+def _describe(notification: Notification) -> str:
+    names = sorted({alert.name for alert in notification.alerts})
+    # Alert text is untrusted: JSON-quote it so it cannot forge log lines.
+    return f"{notification.status} {json.dumps(names)} ({len(notification.alerts)} alerts)"
+
+
+def _lock_exclusively(audit_path: Path) -> int:
+    """One listener per audit log: two would each re-queue the other's work at start."""
+    lock_path = audit_path.with_name(audit_path.name + ".listen.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"another `market-agent listen` is using the audit log {audit_path} "
+            f"(lock {lock_path}); stop it or use --audit-log PATH"
+        ) from None
+    return fd

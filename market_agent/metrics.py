@@ -1,0 +1,107 @@
+"""The listener's Prometheus metrics, on a registry of their own (not the global one).
+
+Names are a contract (dashboards and alerts use them); see README, "Metrics".
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+
+#: Every reason a webhook request can be refused; pre-set to 0 so rates work from start.
+REJECT_REASONS = (
+    "unauthorized",
+    "method_not_allowed",
+    "not_found",
+    "too_large",
+    "bad_json",
+    "invalid",
+    "queue_full",
+    "journal_error",
+    "internal",
+)
+LLM_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
+
+
+class ListenMetrics:
+    """Counters and gauges of one listener process."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # `*_created` series only double the scrape size
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        r = self.registry
+        self.received = Counter(
+            "market_agent_notifications_received",
+            "Notifications acknowledged (journaled) for analysis.",
+            ["status"],
+            registry=r,
+        )
+        self.duplicate = Counter(
+            "market_agent_notifications_duplicate",
+            "Notifications whose alerts were all seen before; acknowledged, not analysed again.",
+            registry=r,
+        )
+        self.rejected = Counter(
+            "market_agent_notifications_rejected",
+            "Webhook requests refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        self.recovered = Counter(
+            "market_agent_notifications_recovered",
+            "Acknowledged notifications found unanalysed in the audit log at start.",
+            registry=r,
+        )
+        self.analyses = Counter(
+            "market_agent_analyses",
+            "Analyses journaled, by analyzer and severity.",
+            ["analyzer", "severity"],
+            registry=r,
+        )
+        self.analysis_failures = Counter(
+            "market_agent_analysis_failures",
+            "Notifications whose analysis failed or could not be journaled.",
+            registry=r,
+        )
+        self.llm_latency = Histogram(
+            "market_agent_llm_latency_seconds",
+            "Latency of LLM analyses that succeeded.",
+            buckets=LLM_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "market_agent_analysis_queue_depth",
+            "Acknowledged notifications waiting for analysis.",
+            registry=r,
+        )
+        self.last_notification = Gauge(
+            "market_agent_last_notification_timestamp_seconds",
+            "Unix time of the last notification acknowledged.",
+            registry=r,
+        )
+        self.journal_commits = Counter(
+            "market_agent_journal_commits",
+            "Audit log group commits (one write and one fsync each).",
+            registry=r,
+        )
+        self.journal_records = Counter(
+            "market_agent_journal_records",
+            "Records written to the audit log by group commits.",
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

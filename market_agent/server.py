@@ -1,0 +1,464 @@
+"""`listen`'s HTTP side: a small raw ASGI app served by uvicorn.
+
+Endpoints: ``POST /webhook/alerts`` (bearer token when one is configured),
+``GET /healthz``, ``GET /readyz``, ``GET /metrics``. Bad input gets a 4xx with a
+short JSON message (``{"error", "reason"}``), never a 500 and never exception
+text; a notification that could not be journaled gets a 503 so Alertmanager
+retries it. Every response body is JSON except ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import gc
+import hmac
+import ipaddress
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from market_agent.errors import AuditError, ConfigError
+from market_agent.inputs import PayloadError, parse_payload
+from market_agent.listener import (
+    JournalClosed,
+    Listener,
+    QueueFull,
+    Remediator,
+    Service,
+)
+from market_agent.models import Notification, new_id
+
+if TYPE_CHECKING:
+    from market_agent.analysis.run import ContextProvider
+    from market_agent.audit import AuditLog
+    from market_agent.config import ListenSettings, Settings
+
+log = logging.getLogger("market_agent.listen")
+
+WEBHOOK_PATH = "/webhook/alerts"
+#: Longest validation message put in a 422 body.
+MAX_MESSAGE = 300
+RETRY_AFTER_SECONDS = b"5"
+#: Allocations between collections of the youngest generation (Python's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: bytes = b"application/json"
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    @classmethod
+    def json(cls, status: int, data: dict[str, Any], *headers: tuple[bytes, bytes]) -> Response:
+        return cls(status, orjson.dumps(data), headers=headers)
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body was read; nobody to answer."""
+
+
+class WebhookApp:
+    """The ASGI application; all state lives in the `Listener` it is given."""
+
+    def __init__(self, listener: Listener, *, token: str | None, max_body_bytes: int) -> None:
+        self.listener = listener
+        self.metrics = listener.metrics
+        self._token = token.encode() if token else None
+        self.max_body_bytes = max_body_bytes
+        self._log_limit = _LogLimit()
+        self.routes: dict[str, dict[str, Callable[[Scope, Receive], Awaitable[Response]]]] = {
+            WEBHOOK_PATH: {"POST": self._webhook},
+            "/healthz": {"GET": self._healthz},
+            "/readyz": {"GET": self._readyz},
+            "/metrics": {"GET": self._metrics},
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            response = await self._respond(scope, receive)
+        except _ClientGone:
+            return
+        except Exception:  # a bug: logged with an id, never shown to the client
+            error_id = new_id()[:12]
+            log.exception("internal error %s on %s %s", error_id, scope["method"], scope["path"])
+            response = self._reject(500, "internal", f"internal error (error id {error_id})")
+        await _send(send, response)
+
+    async def _respond(self, scope: Scope, receive: Receive) -> Response:
+        methods = self.routes.get(scope["path"])
+        if methods is None:
+            return self._reject(404, "not_found", "no such endpoint", scope)
+        handler = methods.get(scope["method"])
+        if handler is None:
+            allow = (b"allow", ", ".join(methods).encode())
+            return self._reject(405, "method_not_allowed", "method not allowed", scope, allow)
+        return await handler(scope, receive)
+
+    async def _webhook(self, scope: Scope, receive: Receive) -> Response:
+        if not self._authorized(scope):
+            challenge = (b"www-authenticate", b'Bearer realm="market-agent"')
+            return self._reject(
+                401, "unauthorized", "missing or wrong bearer token", scope, challenge
+            )
+        body = await _read_body(scope, receive, self.max_body_bytes)
+        if body is None:
+            message = f"body larger than {self.max_body_bytes} bytes"
+            return self._reject(413, "too_large", message, scope, (b"connection", b"close"))
+        try:
+            value = _loads(body)
+        except (ValueError, RecursionError):
+            return self._reject(400, "bad_json", "body is not valid JSON (UTF-8)", scope)
+        if not isinstance(value, dict):
+            message = "expected a JSON object (an Alertmanager webhook notification)"
+            return self._reject(422, "invalid", message, scope)
+        try:
+            notification = parse_payload(value)
+        except PayloadError as exc:
+            return self._reject(422, "invalid", str(exc)[:MAX_MESSAGE], scope)
+        return await self._admit(notification, value, scope)
+
+    async def _admit(
+        self, notification: Notification, payload: dict[str, Any], scope: Scope
+    ) -> Response:
+        retry = (b"retry-after", RETRY_AFTER_SECONDS)
+        try:
+            admission = await self.listener.admit(notification, payload)
+        except QueueFull:
+            return self._reject(
+                503, "queue_full", "analysis queue is full; retry later", scope, retry
+            )
+        except (AuditError, JournalClosed) as exc:
+            error_id = new_id()[:12]
+            log.error("notification not journaled (error id %s): %s", error_id, exc)
+            message = f"could not journal the notification; retry later (error id {error_id})"
+            return self._reject(503, "journal_error", message, scope, retry)
+        return Response.json(200, {"status": admission.status, "id": admission.notification_id})
+
+    def _authorized(self, scope: Scope) -> bool:
+        if self._token is None:
+            return True
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credentials.strip(), self._token
+                )
+        return False
+
+    async def _healthz(self, scope: Scope, receive: Receive) -> Response:
+        return Response.json(200, {"status": "ok"})
+
+    async def _readyz(self, scope: Scope, receive: Receive) -> Response:
+        if self.listener.ready:
+            return Response.json(200, {"status": "ready", "queue_depth": self.listener.depth})
+        return Response.json(503, {"status": "not ready", "queue_depth": self.listener.depth})
+
+    async def _metrics(self, scope: Scope, receive: Receive) -> Response:
+        body = self.metrics.exposition()
+        return Response(200, body, content_type=self.metrics.content_type.encode())
+
+    def _reject(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        scope: Scope | None = None,
+        *headers: tuple[bytes, bytes],
+    ) -> Response:
+        self.metrics.rejected.labels(reason).inc()
+        suppressed = self._log_limit.allow(reason)
+        if scope is not None and suppressed is not None:
+            client = scope.get("client") or ("-", 0)
+            log.warning(
+                "rejected %s %s from %s: %d %s%s",
+                scope["method"],
+                json.dumps(scope["path"]),
+                client[0],
+                status,
+                reason,
+                f" ({suppressed} more since the last line)" if suppressed else "",
+            )
+        return Response.json(status, {"error": message, "reason": reason}, *headers)
+
+
+class _LogLimit:
+    """At most one log line per second per key, so a flood cannot burn the CPU on logs."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None: stay quiet; else log now, mentioning this many suppressed lines."""
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._suppressed.pop(key, 0)
+
+
+def _loads(body: bytes) -> Any:
+    """Decode a JSON body: orjson when it can, the standard library for what orjson refuses
+    (a BOM, UTF-16/32, lone surrogates, NaN), so the same bodies are accepted."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None when it is larger than `limit` bytes."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and (not value.isdigit() or int(value) > limit):
+            return None
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _send(send: Send, response: Response) -> None:
+    headers = [
+        (b"content-type", response.content_type),
+        (b"content-length", str(len(response.body)).encode()),
+        *response.headers,
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+# Running ------------------------------------------------------------------------
+
+
+def check_auth(settings: ListenSettings) -> str | None:
+    """The bearer token; refuses a non-loopback bind without one unless told it is fine."""
+    token = settings.resolved_token()
+    if token is not None and not token:
+        raise ConfigError("listen: the token is empty (check listen.token / --token-file)")
+    if token is None and not is_loopback(settings.host):
+        if not settings.insecure_no_auth:
+            raise ConfigError(
+                f"listen: refusing to serve on non-loopback address {settings.host} without a "
+                "token; set listen.token / --token-file (or --insecure-no-auth to accept this)"
+            )
+        log.warning(
+            "serving on %s WITHOUT authentication (--insecure-no-auth): anyone who can reach "
+            "this address can post alerts",
+            settings.host,
+        )
+    return token
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind before serving, so a busy port is a clear error rather than uvicorn's exit(1)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"listen: cannot resolve {host}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"listen: cannot listen on {host}:{port}: {exc.strerror or exc} "
+            "(is another listener running? use --port)"
+        ) from None
+    return sock
+
+
+def run_listener(
+    settings: Settings,
+    audit: AuditLog | None,
+    service: Service,
+    *,
+    context_for: ContextProvider | None = None,
+    remediator: Remediator | None = None,
+) -> int:
+    """`market-agent listen`: recover, serve until SIGTERM/SIGINT, drain, stop.
+
+    Returns how many acknowledged notifications were left unanalysed when the grace
+    period ran out (journaled, so analysed at the next start).
+    """
+    options = settings.listen
+    configure_logging(options.log_format, options.log_level)
+    if audit is None:
+        raise ConfigError(
+            "listen needs the audit log: it is the journal that makes acknowledgements "
+            "durable (drop --no-audit, or set audit.enabled = true)"
+        )
+    if not settings.audit.fsync:
+        log.warning("audit.fsync is off: acknowledged notifications may be lost on power loss")
+    token = check_auth(options)
+    sock = bind_socket(options.host, options.port)
+    listener = Listener(
+        audit,
+        service,
+        queue_size=options.queue_size,
+        workers=options.workers,
+        context_for=context_for,
+        remediator=remediator,
+    )
+    try:
+        recovery = listener.start()
+    except BaseException:
+        sock.close()
+        raise
+    log.info("audit log %s: %s", audit.path, recovery)
+    app = WebhookApp(listener, token=token, max_body_bytes=options.max_body_bytes)
+    _settle_garbage_collector()
+    return serve(app, sock, grace_period=options.grace_period)
+
+
+def _settle_garbage_collector() -> None:
+    """Keep what start-up made (modules, rule tables, the dedup index) out of collections.
+
+    Every request allocates thousands of short-lived containers: with the default
+    thresholds the collector ran every few requests, and its full passes over all
+    those long-lived objects took tens of milliseconds each (p99 latency).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def serve(app: WebhookApp, sock: socket.socket, *, grace_period: float) -> int:
+    """Serve on a bound socket until SIGTERM/SIGINT, then drain for the grace period.
+
+    The app's listener must be started; it is stopped here.
+    """
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=max(1, round(grace_period)),
+    )
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d%s", _url_host(host), port, WEBHOOK_PATH)
+    left: int | None = None
+    with _DrainSignals() as guard:
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+            guard.draining = True
+            log.info("draining the analysis queue (up to %g s)", grace_period)
+            left = app.listener.stop(grace_period, guard.abort)
+        finally:
+            if left is None:  # uvicorn failed: still commit what was acknowledged
+                app.listener.stop(0)
+            sock.close()
+    if left:
+        log.warning("%d notifications left unanalysed; they are analysed at the next start", left)
+    log.info("stopped")
+    return left or 0
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class _DrainSignals:
+    """SIGINT/SIGTERM handling around uvicorn (main thread only).
+
+    uvicorn handles the first signal (graceful shutdown) and re-raises it when it
+    returns: that one is swallowed here so the queue can drain and the process exit
+    0; a signal during the drain cuts it short.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> _DrainSignals:
+        self.abort = threading.Event()
+        self.draining = False
+        self.saved: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            self.saved = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.draining:
+            log.warning("signal %d during the drain: stopping now", signum)
+            self.abort.set()
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+
+
+# Logging ------------------------------------------------------------------------
+
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message (+ extra fields)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        data.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
+        if record.exc_info:
+            data["exception"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+JsonFormatter.converter = time.gmtime
+
+
+def configure_logging(log_format: str, level: str = "info") -> None:
+    """market-agent's and uvicorn's loggers to stderr, as text or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("market_agent", "uvicorn"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())

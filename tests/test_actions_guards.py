@@ -1,0 +1,414 @@
+"""Each guard blocks on its own, is recorded, and escalates only when it should."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from market_agent.actions.config import ActionsSettings
+from market_agent.actions.notifiers import Delivery, Escalator
+from market_agent.actions.probes import AlertCheckUnavailable, Verifier
+from market_agent.actions.runner import ActionRequest, ActionRunner
+from market_agent.audit import AuditLog
+from market_agent.models import AlertSummary, Analysis, Notification
+
+STARTS = "2026-11-25T10:00:00Z"
+
+
+class FakeHealth:
+    """Answers from a script of booleans; the last answer repeats."""
+
+    def __init__(self, answers: Sequence[bool] = (True,)) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def check(self, timeout: float) -> tuple[bool, str]:
+        self.calls += 1
+        ok = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        return ok, "healthy" if ok else "unhealthy (test)"
+
+
+class FakeAlerts:
+    def __init__(self, state: str = "firing", error: str | None = None) -> None:
+        self.result = state
+        self.error = error
+        self.calls = 0
+
+    def state(self, alerts: Any, timeout: float) -> tuple[str, str]:
+        self.calls += 1
+        if self.error:
+            raise AlertCheckUnavailable(self.error)
+        return self.result, f"alert is {self.result}"
+
+
+class RecordingNotifier:
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, event: Any) -> Delivery:
+        self.events.append(dict(event))
+        return Delivery(self.name, True, 1, 200)
+
+
+def make_runner(
+    tmp_path: Path,
+    actions: dict[str, Any],
+    *,
+    health: Sequence[bool] = (True,),
+    alerts: FakeAlerts | None = None,
+    notifier: RecordingNotifier | None = None,
+) -> ActionRunner:
+    settings = ActionsSettings.model_validate({"pause_file": str(tmp_path / "paused"), **actions})
+    audit = AuditLog(tmp_path / "audit.jsonl", fsync=False)
+    return ActionRunner(
+        settings,
+        audit=audit,
+        verifier=Verifier(FakeHealth(health), None, interval=0.001),
+        escalator=Escalator([notifier] if notifier else [], audit),
+        alerts=alerts if alerts is not None else FakeAlerts(),
+        lock_dir=tmp_path / "locks",
+    )
+
+
+def touch_action(marker: Path, **extra: Any) -> dict[str, Any]:
+    """An action whose only effect is creating `marker`."""
+    return {
+        "argv": [
+            sys.executable,
+            "-c",
+            "import sys; open(sys.argv[1], 'a').write('x')",
+            str(marker),
+        ],
+        "alerts": ["PredictorDown"],
+        "verify_timeout": 0.5,
+        **extra,
+    }
+
+
+def notification(
+    status: str = "firing",
+    alertname: str = "PredictorDown",
+    fingerprint: str = "67c2635bf40631ca",
+    **labels: str,
+) -> Notification:
+    alert_labels = {
+        "alertname": alertname,
+        "job": "market-predictor",
+        "instance": "127.0.0.1:8000",
+        **labels,
+    }
+    return Notification.model_validate(
+        {
+            "status": status,
+            "groupKey": "{}:" + alertname,
+            "alerts": [
+                {
+                    "status": status,
+                    "labels": alert_labels,
+                    "startsAt": STARTS,
+                    "fingerprint": fingerprint,
+                }
+            ],
+        }
+    )
+
+
+def analysis_of(
+    note: Notification,
+    *,
+    action: str = "restart",
+    confidence: float = 0.9,
+    immediate: bool = True,
+) -> Analysis:
+    return Analysis(
+        issue_detected=True,
+        severity="critical",
+        issue_type="availability",
+        description="PredictorDown is firing.",
+        proposed_action=action,
+        confidence=confidence,
+        requires_immediate_action=immediate,
+        source="test",
+        group_key=note.group_key,
+        status=note.status,
+        alerts=[AlertSummary.of(alert) for alert in note.alerts],
+        analyzer="rules",
+        notification_id="n-1",
+    )
+
+
+def auto(note: Notification | None = None, **kwargs: Any) -> ActionRequest:
+    note = note or notification()
+    return ActionRequest("restart", "auto", analysis_of(note, **kwargs), note)
+
+
+def records(tmp_path: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    path = tmp_path / "audit.jsonl"
+    if not path.exists():
+        return []
+    found = [json.loads(line) for line in path.read_text().splitlines()]
+    return [r for r in found if kind is None or r["kind"] == kind]
+
+
+def blocked_by(tmp_path: Path) -> list[str]:
+    return [
+        r["guard"]
+        for r in records(tmp_path, "action")
+        if r["step"] == "guard" and r["outcome"] == "blocked"
+    ]
+
+
+def executions(tmp_path: Path) -> int:
+    return sum(
+        1
+        for r in records(tmp_path, "action")
+        if r["step"] == "execute" and r["outcome"] == "started"
+    )
+
+
+ON = {"auto_remediate": True, "cooldown": 0}
+
+
+def test_all_guards_pass_and_the_action_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(marker)})
+    result = runner.run(auto())
+    assert result.outcome == "verified"
+    assert marker.exists()
+    assert blocked_by(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("settings", "guard"),
+    [
+        ({"enabled": False}, "kill_switch"),
+        ({"auto_remediate": False}, "safety_mode"),
+        ({"min_confidence": 0.95}, "confidence"),
+    ],
+)
+def test_settings_guards_block_and_are_recorded(
+    tmp_path: Path, settings: dict[str, Any], guard: str
+) -> None:
+    marker = tmp_path / "ran"
+    runner = make_runner(tmp_path, {**ON, **settings, "restart": touch_action(marker)})
+    result = runner.run(auto())
+    assert result.outcome == "blocked"
+    assert blocked_by(tmp_path) == [guard]
+    assert not marker.exists()
+    assert executions(tmp_path) == 0
+
+
+def test_safety_mode_is_on_by_default(tmp_path: Path) -> None:
+    assert ActionsSettings().auto_remediate is False
+    marker = tmp_path / "ran"
+    runner = make_runner(tmp_path, {"restart": touch_action(marker)})
+    assert runner.run(auto()).outcome == "blocked"
+    assert blocked_by(tmp_path) == ["safety_mode"]
+
+
+def test_pause_file_is_a_kill_switch(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    (tmp_path / "paused").touch()
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(marker)})
+    runner.run(auto())
+    assert blocked_by(tmp_path) == ["kill_switch"]
+    assert not marker.exists()
+
+
+def test_kill_switch_blocks_manual_runs_too(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    runner = make_runner(tmp_path, {"enabled": False, "restart": touch_action(marker)})
+    assert runner.run(ActionRequest("restart")).outcome == "blocked"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "allow",
+    [
+        {"alerts": ["PredictorHighLatency"]},
+        {"alerts": []},
+        {"alerts": [], "matchers": [{"job": "x"}]},
+    ],
+)
+def test_allowlist_blocks_other_alerts(tmp_path: Path, allow: dict[str, Any]) -> None:
+    marker = tmp_path / "ran"
+    runner = make_runner(tmp_path, {**ON, "restart": {**touch_action(marker), **allow}})
+    runner.run(auto())
+    assert blocked_by(tmp_path) == ["allowlist"]
+    assert not marker.exists()
+
+
+def test_allowlist_by_matcher(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    action = {**touch_action(marker), "alerts": [], "matchers": [{"job": "market-predictor"}]}
+    runner = make_runner(tmp_path, {**ON, "restart": action})
+    assert runner.run(auto()).outcome == "verified"
+
+
+def test_never_on_a_resolved_notification(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(marker)})
+    runner.run(auto(notification(status="resolved")))
+    assert "resolved" in blocked_by(tmp_path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("state", ["not_firing", "silenced"])
+def test_recheck_blocks_when_the_alert_is_gone_or_silenced(tmp_path: Path, state: str) -> None:
+    marker = tmp_path / "ran"
+    notifier = RecordingNotifier()
+    alerts = FakeAlerts(state)
+    runner = make_runner(
+        tmp_path, {**ON, "restart": touch_action(marker)}, alerts=alerts, notifier=notifier
+    )
+    runner.run(auto())
+    assert alerts.calls == 1
+    assert blocked_by(tmp_path) == ["alert_state"]
+    assert not marker.exists()
+    assert notifier.events == []  # someone silenced it, or it cleared: no page
+
+
+def test_alertmanager_unreachable_blocks_and_escalates(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    notifier = RecordingNotifier()
+    alerts = FakeAlerts(error="alertmanager at http://127.0.0.1:9: connection refused")
+    runner = make_runner(
+        tmp_path, {**ON, "restart": touch_action(marker)}, alerts=alerts, notifier=notifier
+    )
+    result = runner.run(auto())
+    assert result.outcome == "blocked"
+    assert not marker.exists()
+    assert [e["reason"] for e in notifier.events] == ["alertmanager_unreachable"]
+    escalation = records(tmp_path, "escalation")[0]
+    assert escalation["action_id"] == result.action_id
+    assert escalation["notification_id"] == "n-1"
+
+
+def test_circuit_breaker_counts_the_audit_log(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    runner = make_runner(tmp_path, {"max_executions": 2, "restart": touch_action(marker)})
+    assert runner.run(ActionRequest("restart")).outcome == "verified"
+    assert runner.run(ActionRequest("restart")).outcome == "verified"
+    # A new runner (as a new process would build) reads the same log.
+    fresh = make_runner(tmp_path, {"max_executions": 2, "restart": touch_action(marker)})
+    result = fresh.run(ActionRequest("restart"))
+    assert result.outcome == "blocked"
+    assert blocked_by(tmp_path) == ["circuit_breaker"]
+    assert executions(tmp_path) == 2
+
+
+def test_force_overrides_only_the_breaker_and_is_recorded(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    runner = make_runner(tmp_path, {"max_executions": 1, "restart": touch_action(marker)})
+    runner.run(ActionRequest("restart"))
+    result = runner.run(ActionRequest("restart", force=True))
+    assert result.outcome == "verified"
+    overridden = [r for r in records(tmp_path, "action") if r["outcome"] == "overridden"]
+    assert [r["guard"] for r in overridden] == ["circuit_breaker"]
+    started = [r for r in records(tmp_path, "action") if r["outcome"] == "started"]
+    assert started[-1]["forced"] is True
+    # --force does not lift the kill switch.
+    (tmp_path / "paused").touch()
+    assert runner.run(ActionRequest("restart", force=True)).outcome == "blocked"
+
+
+def test_cooldown_blocks_a_second_automatic_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    runner = make_runner(
+        tmp_path, {"auto_remediate": True, "cooldown": "10m", "restart": touch_action(marker)}
+    )
+    assert runner.run(auto(notification(fingerprint="a1"))).outcome == "verified"
+    assert runner.run(auto(notification(fingerprint="b2"))).outcome == "blocked"
+    assert blocked_by(tmp_path) == ["cooldown"]
+
+
+def test_never_twice_on_one_alert(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(marker)})
+    assert runner.run(auto()).outcome == "verified"
+    assert runner.run(auto()).outcome == "blocked"  # Alertmanager re-sent the same alert
+    assert blocked_by(tmp_path) == ["already_handled"]
+    assert executions(tmp_path) == 1
+
+
+def test_single_flight_lock(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(marker)})
+    with runner._lock("restart") as acquired:
+        assert acquired
+        result = runner.run(auto())
+    assert result.outcome == "blocked"
+    assert blocked_by(tmp_path) == ["single_flight"]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "; rm -rf /",
+        "$(touch /tmp/pwned)",
+        "`touch /tmp/pwned`",
+        "host\ntouch /tmp/pwned",
+        "--help",
+        "a b",
+        "x|y",
+        "",
+    ],
+)
+def test_unsafe_label_values_block_the_action(tmp_path: Path, value: str) -> None:
+    marker = tmp_path / "ran"
+    action = touch_action(marker)
+    action["argv"] = [*action["argv"], "{instance}"]
+    runner = make_runner(tmp_path, {**ON, "restart": action})
+    result = runner.run(auto(notification(instance=value)))
+    assert result.outcome == "blocked"
+    assert blocked_by(tmp_path) == ["parameters"]
+    assert not marker.exists()
+
+
+def test_blocked_immediate_action_escalates(tmp_path: Path) -> None:
+    notifier = RecordingNotifier()
+    runner = make_runner(tmp_path, {"restart": touch_action(tmp_path / "ran")}, notifier=notifier)
+    runner.run(auto(immediate=True))  # safety mode blocks it
+    assert [e["reason"] for e in notifier.events] == ["guard_blocked"]
+    assert "safety mode" in notifier.events[0]["message"]
+
+
+def test_blocked_non_immediate_action_does_not_escalate(tmp_path: Path) -> None:
+    notifier = RecordingNotifier()
+    runner = make_runner(tmp_path, {"restart": touch_action(tmp_path / "ran")}, notifier=notifier)
+    runner.run(auto(immediate=False))
+    assert notifier.events == []
+    assert records(tmp_path, "escalation") == []
+
+
+def test_dry_run_lists_every_guard_and_records_nothing(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, {"max_executions": 1, "restart": touch_action(tmp_path / "r")})
+    runner.run(ActionRequest("restart"))
+    before = records(tmp_path)
+    result = runner.dry_run(ActionRequest("restart"))
+    names = [g.name for g in result.preview.guards]
+    assert {"kill_switch", "circuit_breaker", "single_flight"} <= set(names)
+    assert [g.name for g in result.preview.blocking] == ["circuit_breaker"]
+    assert result.exit_code == 5
+    assert records(tmp_path) == before
+
+
+def test_a_resent_alert_inside_the_cooldown_is_not_escalated(tmp_path: Path) -> None:
+    notifier = RecordingNotifier()
+    actions = {"auto_remediate": True, "cooldown": "10m", "restart": touch_action(tmp_path / "r")}
+    runner = make_runner(tmp_path, actions, notifier=notifier)
+    assert runner.run(auto()).outcome == "verified"
+    assert runner.run(auto()).outcome == "blocked"  # Alertmanager re-sent it
+    assert sorted(blocked_by(tmp_path)) == ["already_handled", "cooldown"]
+    assert notifier.events == []
+    assert runner.run(auto(notification(fingerprint="new"))).outcome == "blocked"
+    assert [e["reason"] for e in notifier.events] == ["guard_blocked"]  # a new incident
+    assert "cooldown" in notifier.events[0]["message"]
