@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from common import console_script, time_command
+from common import console_script, record, time_command
 
 from market_agent.audit import GENESIS_HASH, canonical, chain_hash
 
@@ -226,13 +226,38 @@ def main() -> None:
         print(f"jq -c select(...)       median {statistics.median(jq_times):6.2f} s")
         print(f"median ratio history/jq {statistics.median(ratios):6.3f}   (target <= 1.0)")
         print(f"history --alert peak RSS {rss:6.1f} MB   (target <= 100 MB)")
+        n = f"{args.records:,} records"
+        jq_median = statistics.median(jq_times)
+        ratio = statistics.median(ratios)
+        record(
+            "history",
+            f"--alert --json, {n}, median",
+            round(ours_median, 2),
+            "s",
+            "<= jq",
+            met=ratio <= 1.0,
+            baseline=f"jq {jq_median:.2f} s (ratio {ratio:.3f})",
+        )
+        record(
+            "history", "--alert --json peak RSS", round(rss, 1), "MB", "<= 100 MB", met=rss <= 100
+        )
         base = [script, "--audit-log", str(log), "history"]
-        for name, argv, target in [
-            ("history stats", [*base, "stats", "--json"], "3 s"),
-            ("history verify", [*base, "verify"], "5 s"),
+        for name, argv, limit in [
+            ("history stats", [*base, "stats", "--json"], 3.0),
+            ("history verify", [*base, "verify"], 5.0),
         ]:
+            target = f"{limit:g} s"
             median = statistics.median(timed(argv, args.runs))
             rss, cpu = measure(argv)
+            record(
+                "history",
+                f"{name}, {n}, median",
+                round(median, 2),
+                "s",
+                f"<= {target}",
+                met=median <= limit,
+                baseline=f"CPU {cpu:.2f} s",
+            )
             print(
                 f"{name:<23} median {median:6.2f} s  cpu {cpu:5.2f} s  "
                 f"peak RSS {rss:5.1f} MB (target <= {target})"

@@ -265,6 +265,8 @@ def summarize(name: str, result: dict[str, Any]) -> dict[str, Any]:
         "status": result["status"],
         "peak_rss_mib": round(result["peak_rss_mib"], 1),
         "server_cpu_ms_per_ack": round(result["server_cpu_s"] * 1000 / max(acked, 1), 3),
+        # On a shared machine: how much CPU the server got (one core = 1.0).
+        "server_cores_used": round(result["server_cpu_s"] / result["elapsed"], 2),
         "exit_code": result["exit_code"],
     }
     print(json.dumps(summary))
@@ -307,6 +309,8 @@ def main() -> int:
         serve_bare(args.serve_bare)
         return 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("MARKET_AGENT_")}
+    load = [round(x, 2) for x in os.getloadavg()[:2]]
+    print(json.dumps({"cpus": os.cpu_count(), "load_average_1m_5m": load}))
     bare_port = free_port()
     bare = measure([sys.executable, __file__, "--serve-bare", str(bare_port)], bare_port, args, env)
     ceiling = summarize("bare uvicorn", bare)

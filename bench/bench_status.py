@@ -29,6 +29,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from common import record
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -88,6 +90,17 @@ def show(name: str, runs: Runs, target: float | None) -> None:
         f"probes {statistics.median(runs.probe_ms):.0f} ms  exit {sorted(runs.exit_codes)}  "
         f"target <= {target} s: {verdict}"
     )
+    if target is not None:
+        record(
+            "status",
+            f"{name}, median",
+            round(median, 3),
+            "s",
+            f"<= {target} s",
+            met=median <= target,
+            baseline=f"CPU {statistics.median(runs.cpu):.2f} s, probes "
+            f"{statistics.median(runs.probe_ms):.0f} ms",
+        )
 
 
 def environment(state: Path, urls: dict[str, str], timeout: float = 5.0) -> dict[str, str]:

@@ -59,3 +59,32 @@ def report(name: str, samples: Sequence[float], target: str) -> str:
     )
     print(line)
     return line
+
+
+def record(
+    benchmark: str,
+    figure: str,
+    value: float,
+    unit: str,
+    target: str,
+    *,
+    met: bool | None,
+    baseline: str = "",
+) -> None:
+    """Append one result row for `bench/run` (a no-op unless $BENCH_RESULTS is set)."""
+    import json
+
+    path = os.environ.get("BENCH_RESULTS")
+    if not path:
+        return
+    row = {
+        "benchmark": benchmark,
+        "figure": figure,
+        "value": value,
+        "unit": unit,
+        "target": target,
+        "met": met,
+        "baseline": baseline,
+    }
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row) + "\n")

@@ -178,8 +178,8 @@ class AuditLog:
         body = f'{head}{seq}{middle}"{ts}"{tail}'  # = canonical(record)
         digest = chain_hash(prev_hash, body)
         line = f'{{"hash":"{digest}","prev_hash":"{prev_hash}",{body[1:]}'
-        record = {"seq": seq, "ts": ts, "kind": entry.kind, **entry.fields}
-        return {"hash": digest, "prev_hash": prev_hash, **record}, line
+        header = {"hash": digest, "prev_hash": prev_hash, "seq": seq, "ts": ts, "kind": entry.kind}
+        return {**header, **entry.fields}, line
 
     def _tail_state(self, fd: int) -> tuple[int, str]:
         """(seq, hash) of the last complete record; cuts off a torn, unacknowledged tail."""

@@ -6,7 +6,8 @@ transport errors, and re-sends a group until one send succeeds):
 - A notification is acknowledged only once its record is in the audit log and
   fsync'd. Concurrent requests share one write and one fsync (group commit).
 - Analysis runs on a bounded queue served by a few worker threads; the queue is
-  bounded *before* journaling, so a full queue answers 503 and writes nothing.
+  bounded *before* journaling, so a full queue answers 503 and writes nothing. Past
+  half full, answers are held back (up to half a second) while analysis catches up.
 - At start, every listen notification in the audit log without an analysis is
   queued again: an acknowledged notification is never lost, even to SIGKILL.
 - A notification whose alerts, keyed by (fingerprint, status, startsAt), were all
@@ -45,13 +46,19 @@ log = logging.getLogger("market_agent.listen")
 SOURCE = "webhook"
 #: Alert keys remembered for duplicate detection (oldest forgotten first).
 DEDUP_MAX_KEYS = 100_000
-#: Most records one group commit writes; and of analyses, which never hold up an answer.
+#: Most notification records one group commit writes, and most analysis records added.
 MAX_BATCH = 1024
 BACKGROUND_BATCH = 32
 #: A worker takes more queued jobs into one batch (one commit) up to this many, or
 #: while its batch has taken less than this long to analyse.
 WORKER_BATCH = 32
 WORKER_BATCH_SECONDS = 0.05
+#: With this share of the queue waiting, a new notification is answered only once the
+#: backlog is below it again (or after BACKPRESSURE_SECONDS): senders slow down to what
+#: analysis keeps up with, instead of spinning on quick 503s that starve the analysis.
+BACKPRESSURE_SHARE = 0.5
+BACKPRESSURE_SECONDS = 0.5
+BACKPRESSURE_POLL_SECONDS = 0.005
 
 Entries = Sequence[tuple[str, Mapping[str, Any]] | Prepared]
 T = TypeVar("T")
@@ -178,6 +185,13 @@ class Journal:
             self._cond.notify()
         return future
 
+    def flush(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for what was submitted so far to be committed."""
+        if not self.alive:
+            return
+        with contextlib.suppress(Exception):  # a failed commit is its submitter's business
+            self.submit([], urgent=True).result(timeout)
+
     def close(self, timeout: float = 10.0) -> None:
         """Commit what was submitted, then stop the writer."""
         with self._cond:
@@ -219,8 +233,9 @@ class Journal:
             for _, future in batch:
                 future.set_exception(exc)
             return
-        self.metrics.journal_commits.inc()
-        self.metrics.journal_records.inc(len(records))
+        if records:  # not a `flush`
+            self.metrics.journal_commits.inc()
+            self.metrics.journal_records.inc(len(records))
         start = 0
         for group, future in batch:
             future.set_result(records[start : start + len(group)])
@@ -359,6 +374,7 @@ class Listener:
         self._dedup = DedupIndex(dedup_max_keys)
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(queue_size)
+        self._backlog_limit = max(1, int(queue_size * BACKPRESSURE_SHARE))
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._workers = [
             threading.Thread(target=self._work, name=f"analysis-{n}", daemon=True)
@@ -398,6 +414,8 @@ class Listener:
         Whatever is left stays journaled and is analysed on the next start.
         """
         deadline = time.monotonic() + grace
+        # Notifications still being committed (their request may be gone) join the queue.
+        self.journal.flush(grace)
         with self._queue.all_tasks_done:
             while self._queue.unfinished_tasks:
                 remaining = deadline - time.monotonic()
@@ -427,6 +445,8 @@ class Listener:
         Alertmanager retries).
         """
         keys = alert_keys(notification)
+        if self._queue.qsize() >= self._backlog_limit:
+            await self._backpressure()
         with self._lock:
             in_flight = self._dedup.lookup(keys)
             claim = self._claim(notification, keys) if in_flight is None else None
@@ -442,6 +462,12 @@ class Listener:
         self.metrics.duplicate.inc()
         log.info("duplicate notification: %s", _describe(notification))
         return Admission("duplicate")
+
+    async def _backpressure(self) -> None:
+        """Hold the answer while the backlog is deep (a full queue still answers 503)."""
+        deadline = time.monotonic() + BACKPRESSURE_SECONDS
+        while self._queue.qsize() >= self._backlog_limit and time.monotonic() < deadline:
+            await asyncio.sleep(BACKPRESSURE_POLL_SECONDS)
 
     def _handoff(self) -> _Handoff:
         loop = asyncio.get_running_loop()

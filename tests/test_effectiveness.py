@@ -83,9 +83,22 @@ def test_recent_keeps_the_last_five(tmp_path: Path) -> None:
     assert row.attempts == 7
 
 
+def test_tracker_reads_the_log_at_most_once_per_interval(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", fsync=False)
+    tracker = EffectivenessTracker(log.path)
+    tracker.REFRESH_INTERVAL = 3600
+    result(log, "failed")
+    assert tracker.figures(["PredictorDown"])["PredictorDown"]["restart"]["attempts"] == 1
+    result(log, "failed")  # not read yet: a busy listener doesn't re-read per analysis
+    assert tracker.figures(["PredictorDown"])["PredictorDown"]["restart"]["attempts"] == 1
+    tracker._refreshed_at -= 3600
+    assert tracker.figures(["PredictorDown"])["PredictorDown"]["restart"]["attempts"] == 2
+
+
 def test_tracker_reads_only_what_was_appended(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.jsonl", fsync=False)
     tracker = EffectivenessTracker(log.path)
+    tracker.REFRESH_INTERVAL = 0  # read on every call (see the test below)
     assert tracker.figures(["PredictorDown"]) == {}
     result(log, "failed")
     assert tracker.figures(["PredictorDown"])["PredictorDown"]["restart"]["recent"] == [False]

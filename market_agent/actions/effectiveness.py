@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import statistics
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -249,16 +250,23 @@ def context_for(stats: Mapping[tuple[str, str], Stat], alertnames: Iterable[str]
 class EffectivenessTracker:
     """Keeps the figures up to date by reading only what was appended since last time."""
 
+    #: Seconds between two reads of the log: a busy listener analyses far more often.
+    REFRESH_INTERVAL = 1.0
+
     def __init__(self, audit_path: Path) -> None:
         self.audit_path = audit_path
         self._lock = threading.Lock()
         self._acc = Accumulator()
         self._inode: int | None = None
         self._offset = 0
+        self._refreshed_at = -self.REFRESH_INTERVAL
 
     def figures(self, alertnames: Iterable[str]) -> dict[str, Any]:
         with self._lock:
-            self._refresh()
+            now = time.monotonic()
+            if now - self._refreshed_at >= self.REFRESH_INTERVAL:
+                self._refresh()
+                self._refreshed_at = now
             return context_for(self._acc.stats, alertnames)
 
     def _refresh(self) -> None:

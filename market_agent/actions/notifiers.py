@@ -26,6 +26,7 @@ REASONS = (
     "rolled_back",  # the action failed verification; the rollback was verified
     "guard_blocked",  # a guard blocked an action an immediate-action analysis asked for
     "alertmanager_unreachable",  # the re-check before acting was impossible
+    "prometheus_unreachable",  # the action's verify_query could not be asked before acting
     "analysis_proposed",  # the analysis itself proposed `escalate`
     "not_configured",  # the analysis asked for an action that is not configured
 )

@@ -240,7 +240,7 @@ class ActionRunner:
                     run.record("guard", "overridden", guard=guard.name, detail=guard.detail)
             if preview.blocking:
                 return run.blocked(preview.blocking)
-            if not run.recheck():
+            if not (run.recheck() and run.verifiable(spec)):
                 return run.result
             return run.execute(spec)
 
@@ -390,10 +390,29 @@ class _Run:
 
     def _recheck_failed(self, why: str) -> bool:
         detail = f"cannot re-check the alert with Alertmanager: {why}"
-        guard = GuardResult("alert_state", False, detail, escalate=False)
+        return self._not_blind("alert_state", detail, "alertmanager_unreachable")
+
+    def verifiable(self, spec: ActionSpec) -> bool:
+        """Before an automatic run: can Prometheus answer the verification query at all?
+
+        If not, the action could only be verified as failed, then rolled back: a human
+        decides instead.
+        """
+        condition = self.runner.verifier.condition
+        if self.request.trigger != "auto" or not spec.verify_query or condition is None:
+            return True
+        reachable, seen = condition.holds("vector(1)", min(spec.verify_timeout, 5.0))
+        if reachable:
+            return True
+        detail = f"cannot verify it: Prometheus did not answer ({seen})"
+        return self._not_blind("verification", detail, "prometheus_unreachable")
+
+    def _not_blind(self, guard_name: str, detail: str, reason: str) -> bool:
+        """Block a run that lacks what it needs to act safely, and tell a human; False."""
+        guard = GuardResult(guard_name, False, detail, escalate=False)
         self.preview.guards.append(guard)
         self.blocked([guard])
-        self.escalate("alertmanager_unreachable", f"{self.request.action} was not run: {detail}")
+        self.escalate(reason, f"{self.request.action} was not run: {detail}")
         return False
 
     def execute(self, spec: ActionSpec) -> ActionResult:

@@ -40,8 +40,9 @@ class AnalysisService:
     ) -> Analysis:
         context = dict(context or {})
         judgement, fallback_reason = self._judge(notification, context)
-        return Analysis(
-            **judgement.verdict.model_dump(),
+        # Every part is already validated (the verdict, the notification): skip a second pass.
+        return Analysis.model_construct(
+            **dict(judgement.verdict),
             source=source,
             group_key=notification.group_key,
             status=notification.status,

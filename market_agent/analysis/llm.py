@@ -96,20 +96,24 @@ class LLMAnalyzer:
             ("human", build_user_prompt(notification, context)),
         ]
         attempts = 1 + self.settings.max_retries
+        failures: list[str] = []
+        error: Exception | None = None
         for attempt in range(attempts):
             remaining = deadline - time.monotonic()
             if remaining <= 0.05:
-                raise LLMFailure(f"LLM timed out after {self.settings.timeout:g} s")
+                break
             try:
                 result = self._model(remaining).invoke(messages)
             except Exception as exc:
-                reason = describe_llm_error(exc, self.settings.timeout)
+                error = exc
+                failures.append(describe_llm_error(exc, self.settings.timeout))
                 if attempt + 1 < attempts and _retryable(exc):
-                    time.sleep(min(1.0, max(0.0, deadline - time.monotonic() - 0.1)))
+                    # Half the time left, so that a short timeout still leaves the retry some.
+                    time.sleep(min(1.0, max(0.0, (deadline - time.monotonic()) / 2)))
                     continue
-                raise LLMFailure(reason) from exc
+                break
             return result.get("raw"), _parsed_or_fail(result)
-        raise LLMFailure("LLM gave no answer")  # pragma: no cover - loop always returns
+        raise LLMFailure(_failure_reason(failures, self.settings.timeout)) from error
 
     def _allowed_text(self) -> str:
         return "\nAllowed actions: " + ", ".join(self.allowed_actions) + "\n"
@@ -154,6 +158,15 @@ class LLMAnalyzer:
                 f"LLM proposed action {verdict.proposed_action!r} outside the allowed set"
             )
         return verdict
+
+
+def _failure_reason(failures: Sequence[str], timeout: float) -> str:
+    """The first failure is the cause (a retry cut short by the deadline often just times
+    out): "LLM rate-limited (HTTP 429)", plus "(retry: ...)" when the retry failed otherwise."""
+    if not failures:
+        return f"LLM timed out after {timeout:g} s"
+    first, last = failures[0], failures[-1]
+    return first if last == first else f"{first} (retry: {last})"
 
 
 def _parsed_or_fail(result: Mapping[str, Any]) -> Any:

@@ -20,9 +20,10 @@ import functools
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from operator import attrgetter, itemgetter
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -145,6 +146,14 @@ class RuleTable:
     #: Per rule: (issue type index, weight, is a user rule, no_restart), for the hot path.
     votes: tuple[tuple[int, float, bool, bool], ...] = field(init=False, repr=False, compare=False)
     has_user_rules: bool = field(init=False, repr=False, compare=False)
+    #: Picks the scores of `vote_order` out of all per-type scores, in that order.
+    tie_scores: Callable[[Sequence[float]], tuple[float, ...]] = field(
+        init=False, repr=False, compare=False
+    )
+    #: Memo of `_candidates`: recommended step texts per kind of finding.
+    step_texts: dict[tuple[Any, ...], tuple[str, ...]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         weights = self.field_weights
@@ -161,6 +170,8 @@ class RuleTable:
         )
         object.__setattr__(self, "votes", votes)
         object.__setattr__(self, "has_user_rules", any(r.user for r in self.rules))
+        object.__setattr__(self, "tie_scores", itemgetter(*self.vote_order))
+        object.__setattr__(self, "step_texts", {})
 
     def severity_of(self, alert: Alert) -> Severity:
         """The alert's `severity` label mapped case-insensitively; unknown is info."""
@@ -459,18 +470,33 @@ class _FieldRules:
                 self.root.add(phrase, r)
             self.patterns += [(pattern, _needed(pattern), r) for pattern in rule.patterns]
 
-    def scan(self, tokens: Sequence[str], low: str) -> tuple[int, ...]:
-        """Sorted indexes of the rules matching a field's words and lower-cased text."""
+    def scan(self, index: int, text: str) -> tuple[int, ...]:
+        """Sorted indexes of the rules matching the text of field `index` (uncached)."""
+        if index == _NAME:
+            # The words are ASCII, so lowering them joined is lowering each one.
+            low = " ".join(_NAME_WORD.findall(text)).lower()
+            tokens = low.split()
+        else:
+            low = _expr_of(text) if index == _EXPR else text.lower()
+            tokens = _words_of(low)
         found: set[int] = set()
-        root, memo = self.root, self.root.steps
+        root, memo, end = self.root, self.root.steps, len(tokens)
         for i, word in enumerate(tokens):
             # A step is a 2-tuple, so `or` calls `step` only for a word not memoised yet.
             step = memo.get(word) or root.step(word)
-            if step is not _NOTHING:
-                rules, onward = step
-                found.update(rules)
-                if onward:
-                    _walk(onward, tokens, i + 1, found)
+            if step is _NOTHING:  # most words
+                continue
+            rules, nodes = step
+            found.update(rules)
+            j = i + 1
+            while nodes and j < end:  # phrases: follow the trie along the next words
+                following: tuple[_Node, ...] = ()
+                for node in nodes:
+                    rules, onward = node.steps.get(tokens[j]) or node.step(tokens[j])
+                    if rules:
+                        found.update(rules)
+                    following += onward
+                nodes, j = following, j + 1
         for pattern, needs, r in self.patterns:
             if r in found or (needs and not any(map(low.__contains__, needs))):
                 continue
@@ -528,21 +554,6 @@ def _literal_needs(items: Iterable[tuple[Any, Any]]) -> list[tuple[str, ...]]:
     if run:
         needs.append(("".join(run),))
     return needs
-
-
-def _walk(nodes: tuple[_Node, ...], tokens: Sequence[str], i: int, found: set[int]) -> None:
-    """Walk the trie from `nodes` along `tokens[i:]`, adding the phrases completed."""
-    end = len(tokens)
-    while i < end:
-        word = tokens[i]
-        following: tuple[_Node, ...] = ()
-        for node in nodes:
-            rules, onward = node.steps.get(word) or node.step(word)
-            found.update(rules)
-            following += onward
-        if not following:
-            return
-        nodes, i = following, i + 1
 
 
 class _Matcher:
@@ -603,7 +614,7 @@ class _Matcher:
         key = (index, text)
         found = self._texts.get(key)
         if found is None:
-            found = _remember(self._texts, key, self._scan(index, text))
+            found = _remember(self._texts, key, self.fields[index].scan(index, text))
         bit = 1 << index
         for r in found:
             masks[r] = masks.get(r, 0) | bit
@@ -615,17 +626,6 @@ class _Matcher:
                 masks.pop(r, None)
             elif not (rule.keywords or rule.phrases or rule.patterns):
                 masks[r] = masks.get(r, 0) | (1 << _LABELS)
-
-    def _scan(self, index: int, text: str) -> tuple[int, ...]:
-        """Rules matching one field text (uncached)."""
-        if index == _NAME:
-            # The words are ASCII, so lowering them joined is lowering each one.
-            low = " ".join(_NAME_WORD.findall(text)).lower()
-            tokens = low.split()
-        else:
-            low = _expr_of(text) if index == _EXPR else text.lower()
-            tokens = _words_of(low)
-        return self.fields[index].scan(tokens, low)
 
 
 def _votes(table: RuleTable, alert: Alert) -> _Votes:
@@ -715,17 +715,12 @@ def _combined(evidence: Sequence[_Evidence]) -> Sequence[float]:
 
 def _best(table: RuleTable, scores: Sequence[float]) -> tuple[IssueType, float, float]:
     """Winning issue type, its score and the runner-up's score (ties: tie_order)."""
-    best, top, second = _UNKNOWN, -math.inf, -math.inf
-    for i in table.vote_order:
-        score = scores[i]
-        if score > top:
-            best, top, second = i, score, top
-        elif score > second:
-            second = score
-    second = max(second, 0.0)
+    ranked = table.tie_scores(scores)
+    top = max(ranked)  # max() and index() take the first of equals: the tie_order
+    second = max(sorted(ranked)[-2], 0.0)
     if top < table.min_score:
         return IssueType.UNKNOWN, max(top, 0.0), second
-    return _TYPES[best], top, second
+    return _TYPES[table.vote_order[ranked.index(top)]], top, second
 
 
 def _confidence(issue_type: IssueType, top: float, second: float, named: bool) -> float:
@@ -751,6 +746,7 @@ class _Finding:
     confidence: float
     managed: bool
     rules: list[Rule]  # rules that voted for issue_type, strongest first
+    ranked: tuple[int, ...]  # their indexes in the table
     restartable: bool = True
     cleared: bool = False
     signals: str = ""
@@ -776,15 +772,16 @@ def _matches_any(labels: Mapping[str, str], matchers: Iterable[Iterable[tuple[st
 
 
 def _find(table: RuleTable, evidence: Sequence[_Evidence]) -> _Finding:
-    issue_type, top, second = _best(table, _combined(evidence))
+    single = len(evidence) == 1
+    issue_type, top, second = _best(table, evidence[0].scores if single else _combined(evidence))
     winner, votes = _TYPE_INDEX[issue_type], table.votes
     totals: dict[int, float] = {}
     for e in evidence:
         for r, contribution in e.matched.items():
             if contribution > 0 and votes[r][0] == winner:
                 totals[r] = totals.get(r, 0.0) + contribution
-    ranked = sorted(totals, key=totals.__getitem__, reverse=True)
-    if len(evidence) == 1:
+    ranked = tuple(sorted(totals, key=totals.__getitem__, reverse=True))
+    if single:
         first = evidence[0]
         severity, managed, restartable = first.severity, first.managed, first.restartable
         named = bool(first.named >> winner & 1)
@@ -798,7 +795,8 @@ def _find(table: RuleTable, evidence: Sequence[_Evidence]) -> _Finding:
         severity=severity,
         confidence=_confidence(issue_type, top, second, named),
         managed=managed,
-        rules=[table.rules[r] for r in ranked],
+        rules=list(map(table.rules.__getitem__, ranked)),
+        ranked=ranked,
         restartable=restartable,
     )
 
@@ -939,15 +937,18 @@ def _summary(alert: Alert) -> str:
     return text if len(text) <= 200 else text[:197].rstrip() + "..."
 
 
+_RULE_ID = attrgetter("id")
+
+
 def _describe(finding: _Finding, evidence: Sequence[_Evidence], head: Alert, where: str) -> str:
     others = len(evidence) - 1
     more = f" with {others} other alert{'s' if others > 1 else ''}" if others else ""
     summary = _summary(head)
     what = f"{head.name or 'An unnamed alert'} is firing on {where}{more}"
     first = f"{what}: {summary}." if summary else f"{what}."
-    signals = finding.signals or ", ".join(r.id for r in finding.rules[:3])
+    signals = finding.signals or ", ".join(map(_RULE_ID, finding.rules[:3]))
     second = f"Classified as {finding.issue_type} ({signals or 'no known signal matched'})"
-    notes = "".join(f"; {note}" for note in finding.notes)
+    notes = "".join(f"; {note}" for note in finding.notes) if finding.notes else ""
     return f"{first} {second}, severity {finding.severity}{notes}."
 
 
@@ -955,17 +956,8 @@ def _recommend(table: RuleTable, finding: _Finding, head: Alert, where: str) -> 
     """2-5 steps: runbook, situation, rule-specific, then by issue type."""
     runbook = head.annotations.get("runbook_url") or head.annotations.get("runbook")
     steps = [f"Follow the runbook: {runbook}"] if runbook else []
-    situations = table.actions.get("situations", {})
-    keys = list(finding.situations)
-    if finding.issue_type is IssueType.AVAILABILITY and not finding.restartable:
-        keys.insert(0, "restart_loop")
-    candidates = [step for key in keys for step in situations.get(key, ())]
-    candidates += [step for rule in finding.rules for step in rule.recommended_actions]
-    group = table.actions.get("managed" if finding.managed else "generic", {})
-    candidates += group.get(finding.issue_type, ())
-    candidates += table.actions.get("generic", {}).get("unknown", ())
     values: dict[str, str] | None = None
-    for step in candidates:
+    for step in _candidates(table, finding):
         if "{" in step:
             values = values or _placeholders(head, where)
             step = _format(step, values)
@@ -974,6 +966,33 @@ def _recommend(table: RuleTable, finding: _Finding, head: Alert, where: str) -> 
             if len(steps) == 5:
                 break
     return steps
+
+
+def _candidates(table: RuleTable, finding: _Finding) -> tuple[str, ...]:
+    """Step texts to choose from, in order (placeholders not filled in yet).
+
+    Memoised per kind of finding: issue type, rules, situations; not per alert.
+    """
+    restart_loop = finding.issue_type is IssueType.AVAILABILITY and not finding.restartable
+    key = (
+        finding.issue_type,
+        finding.managed,
+        restart_loop,
+        tuple(finding.situations),
+        finding.ranked,
+    )
+    found = table.step_texts.get(key)
+    if found is None:
+        situations = table.actions.get("situations", {})
+        keys = ["restart_loop", *finding.situations] if restart_loop else finding.situations
+        candidates = [step for key in keys for step in situations.get(key, ())]
+        candidates += [step for rule in finding.rules for step in rule.recommended_actions]
+        group = table.actions.get("managed" if finding.managed else "generic", {})
+        candidates += group.get(finding.issue_type, ())
+        candidates += table.actions.get("generic", {}).get("unknown", ())
+        # A repeated text would be filled in the same way and skipped: drop it now.
+        found = _remember(table.step_texts, key, tuple(dict.fromkeys(candidates)))
+    return found
 
 
 def _placeholders(alert: Alert, where: str) -> dict[str, str]:
@@ -1102,9 +1121,11 @@ class RuleAnalyzer:
 
     def _action(self, finding: _Finding) -> str:
         """`restart` only for an outage of the managed service that a restart can fix."""
-        chosen = next((r.proposed_action for r in finding.rules if r.proposed_action), None)
-        if chosen and chosen != self.restart_action:
-            return chosen
+        for rule in finding.rules:
+            if rule.proposed_action:
+                if rule.proposed_action != self.restart_action:
+                    return rule.proposed_action
+                break
         outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
         if outage and finding.restartable:
             ineffective = "restart_ineffective" in finding.situations

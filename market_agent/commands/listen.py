@@ -46,6 +46,14 @@ def listen(
         str | None, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Use the rule analyzer only.")] = False,
+    auto_remediate: Annotated[
+        bool,
+        typer.Option(
+            "--auto-remediate",
+            help="Leave safety mode: run allowed actions through the guards "
+            "[default: actions.auto_remediate, off].",
+        ),
+    ] = False,
 ) -> None:
     """Receive Alertmanager webhooks on POST /webhook/alerts and analyse them.
 
@@ -55,7 +63,9 @@ def listen(
     are recognised and not analysed twice. Also serves /healthz, /readyz and
     /metrics. SIGTERM or SIGINT: stop accepting, drain the queue for the grace
     period, exit 0. The token comes from --token-file, listen.token_file or
-    listen.token ($MARKET_AGENT_LISTEN__TOKEN).
+    listen.token ($MARKET_AGENT_LISTEN__TOKEN). Every analysis goes through the
+    guarded action pipeline: in safety mode (the default) proposals are only
+    recorded; --auto-remediate lets allowed actions run.
     """
     from market_agent.server import run_listener
 
@@ -71,6 +81,7 @@ def listen(
             "listen.grace_period": grace_period,
             "listen.log_format": log_format,
             "listen.log_level": log_level,
+            "actions.auto_remediate": True if auto_remediate else None,
         }
     )
     ctx.call_on_close(state.close)
@@ -79,4 +90,5 @@ def listen(
         state.audit_log,
         state.analysis_service(use_llm=not no_llm),
         context_for=state.context_provider(),
+        remediator=state.remediator(),
     )
