@@ -14,6 +14,7 @@ The file is created with mode 0600: it holds alert data.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -150,15 +151,26 @@ class AuditLog:
                 records.append(record)
                 lines.append(line)
             self._tail = None
-            self._write_all(fd, ("\n".join(lines) + "\n").encode())
-            if self.fsync:
-                os.fsync(fd)
+            self._write_durably(fd, ("\n".join(lines) + "\n").encode())
             self._tail = (_identity(os.fstat(fd)), seq, prev_hash)
         except OSError as exc:
             raise AuditError(self._describe(exc, "cannot write")) from None
         finally:
             os.close(fd)  # closing releases the lock
         return records
+
+    def _write_durably(self, fd: int, data: bytes) -> None:
+        """All of `data` on disk, or none of it: a failed batch was never acknowledged,
+        so no line of it may stay behind (ENOSPC mid-write, a failed fsync)."""
+        size = os.fstat(fd).st_size
+        try:
+            self._write_all(fd, data)
+            if self.fsync:
+                os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
 
     def _open_for_append(self) -> int:
         flags = os.O_RDWR | os.O_APPEND | os.O_CREAT

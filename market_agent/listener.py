@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -53,6 +54,8 @@ BACKGROUND_BATCH = 32
 #: while its batch has taken less than this long to analyse.
 WORKER_BATCH = 32
 WORKER_BATCH_SECONDS = 0.05
+#: Seconds before analyses whose records could not be journaled are tried again.
+RETRY_SECONDS = 1.0
 #: With this share of the queue waiting, a new notification is answered only once the
 #: backlog is below it again (or after BACKPRESSURE_SECONDS): senders slow down to what
 #: analysis keeps up with, instead of spinning on quick 503s that starve the analysis.
@@ -556,7 +559,7 @@ class Listener:
             except queue.Empty:
                 break
         if entries:
-            self._journal_analyses(entries, done)
+            self._journal_analyses(entries, done, taken)
         return item is not None
 
     def _analyse(
@@ -577,12 +580,17 @@ class Listener:
         entries.append(entry)
         done.append((job, analysis))
 
-    def _journal_analyses(self, entries: list[Prepared], done: list[tuple[_Job, Analysis]]) -> None:
+    def _journal_analyses(
+        self, entries: list[Prepared], done: list[tuple[_Job, Analysis]], jobs: list[_Job]
+    ) -> None:
         try:
             self.journal.submit(entries).result()
         except (AuditError, JournalClosed) as exc:
             self.metrics.analysis_failures.inc(len(entries))
-            log.error("%d analyses not journaled (%s); redone at the next start", len(entries), exc)
+            log.error(
+                "%d analyses not journaled (%s); retrying in %g s", len(entries), exc, RETRY_SECONDS
+            )
+            self._retry_later(jobs)
             return
         for job, analysis in done:
             self._observe(analysis)
@@ -591,6 +599,20 @@ class Listener:
                     self.remediator.handle(analysis, job.notification)
                 except Exception:
                     log.exception("remediation of %s failed", job.notification_id)
+
+    def _retry_later(self, jobs: list[_Job]) -> None:
+        """Analyse again once the journal may work again (disk space back); whatever is
+        still unanalysed at a stop is redone at the next start anyway."""
+        retry = [dataclasses.replace(job, holds_slot=False) for job in jobs]
+
+        def requeue() -> None:
+            if not self._stopping.is_set():
+                for job in retry:
+                    self._queue.put(job)
+
+        timer = threading.Timer(RETRY_SECONDS, requeue)
+        timer.daemon = True
+        timer.start()
 
     def _context(self, notification: Notification) -> Mapping[str, Any]:
         if self.context_for is None:

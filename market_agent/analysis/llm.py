@@ -25,6 +25,7 @@ from market_agent.redact import redact_labels, redact_text
 #: Longest annotation value sent to the model; alert text is untrusted and unbounded.
 MAX_FIELD_CHARS = 2000
 MAX_ALERTS_IN_PROMPT = 20
+WAITED_FOR_A_SLOT = "LLM concurrency limit reached; waited the whole timeout"
 
 
 class LLMFailure(Exception):
@@ -67,7 +68,7 @@ class LLMAnalyzer:
         started = time.monotonic()
         deadline = started + self.settings.timeout
         if not self._slots.acquire(timeout=self.settings.timeout):
-            raise LLMFailure("LLM concurrency limit reached; waited the whole timeout")
+            raise LLMFailure(WAITED_FOR_A_SLOT)
         try:
             self._spend_budget()
             raw, parsed = self._ask(notification, context, deadline)
@@ -113,7 +114,7 @@ class LLMAnalyzer:
                     continue
                 break
             return result.get("raw"), _parsed_or_fail(result)
-        raise LLMFailure(_failure_reason(failures, self.settings.timeout)) from error
+        raise LLMFailure(_failure_reason(failures)) from error
 
     def _allowed_text(self) -> str:
         return "\nAllowed actions: " + ", ".join(self.allowed_actions) + "\n"
@@ -160,11 +161,11 @@ class LLMAnalyzer:
         return verdict
 
 
-def _failure_reason(failures: Sequence[str], timeout: float) -> str:
+def _failure_reason(failures: Sequence[str]) -> str:
     """The first failure is the cause (a retry cut short by the deadline often just times
     out): "LLM rate-limited (HTTP 429)", plus "(retry: ...)" when the retry failed otherwise."""
-    if not failures:
-        return f"LLM timed out after {timeout:g} s"
+    if not failures:  # the wait for a slot left no time for a call
+        return WAITED_FOR_A_SLOT
     first, last = failures[0], failures[-1]
     return first if last == first else f"{first} (retry: {last})"
 

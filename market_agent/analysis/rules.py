@@ -66,7 +66,8 @@ _FEED_EXPLAINS = frozenset(
 _WORD = re.compile(r"[a-z0-9]+")
 #: A `bytes.translate` table: ASCII characters outside `_WORD` become spaces.
 _NOT_WORD = bytes(c if _WORD.fullmatch(chr(c)) else 32 for c in range(256))
-_NAME_WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+[a-z]*")
+# The first two alternatives never match at the same place; the common one goes first.
+_NAME_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?=[A-Z][a-z])|[A-Z]+|[0-9]+[a-z]*")
 _EXPR_PARAM = re.compile(r"[?&]g0\.expr=([^&]*)")
 _SPACES = re.compile(r"\s+")
 _WILDCARD = ("", True)  # "*" as a whole word: any one word
@@ -403,28 +404,20 @@ def _optional_str(raw: Any, what: str) -> str | None:
 
 # ------------------------------------------------------------------ matching
 
-#: What a word does at a trie node: the rules whose keyword or phrase it completes,
-#: and the nodes where longer phrases go on with the next word.
-_Step = tuple[tuple[int, ...], tuple["_Node", ...]]
-_NOTHING: _Step = ((), ())  # the step of most words: shared, so tested with `is`
-
 
 class _Node:
     """A node of a token trie holding keywords and phrases.
 
     Children are keyed by their element: exact words in `exact`, prefix elements in
-    `prefixes` (a lone `*` is the empty prefix). Where a word leads from a node is
-    memoised in `steps`: alert vocabulary is bounded, so once warm a word costs one
-    dict look-up, however many prefix keywords the table has.
+    `prefixes` (a lone `*` is the empty prefix).
     """
 
-    __slots__ = ("exact", "prefixes", "rules", "steps")
+    __slots__ = ("exact", "prefixes", "rules")
 
     def __init__(self) -> None:
         self.exact: dict[str, _Node] = {}
         self.prefixes: dict[str, _Node] = {}
         self.rules: list[int] = []  # rules whose keyword or phrase ends here
-        self.steps: dict[str, _Step] = {}
 
     def add(self, elements: _Elements, rule: int) -> None:
         node = self
@@ -436,27 +429,36 @@ class _Node:
         if rule not in node.rules:
             node.rules.append(rule)
 
-    def step(self, word: str) -> _Step:
-        """Where `word` leads from here (memoised)."""
-        found = self.steps.get(word)
-        if found is None:
-            found = _remember(self.steps, word, self.resolve(word))
-        return found
-
-    def resolve(self, word: str) -> _Step:
-        """Where `word` leads from here (uncached)."""
+    def children(self, word: str) -> list[_Node]:
+        """The children that `word` leads to."""
         exact = self.exact.get(word)
         kids = [exact] if exact else []
         kids += [node for p, node in self.prefixes.items() if word.startswith(p)]
-        rules = tuple(sorted({r for node in kids for r in node.rules}))
-        onward = tuple(node for node in kids if node.exact or node.prefixes)
-        return (rules, onward) if rules or onward else _NOTHING
+        return kids
+
+
+class _State:
+    """A state of the word automaton that `_FieldRules` runs over a field's words.
+
+    `nodes`: the trie nodes of the phrases in progress (the root is implicit: a
+    keyword or phrase may start at any word); `rules`: the rules whose keyword or
+    phrase ended with the word that led here. `next` memoises the transitions: the
+    vocabulary is bounded, so once warm each word costs one dict look-up, however
+    many prefix keywords and phrases the table has.
+    """
+
+    __slots__ = ("next", "nodes", "rules")
+
+    def __init__(self, nodes: frozenset[_Node], rules: tuple[int, ...]) -> None:
+        self.nodes = nodes
+        self.rules = rules
+        self.next: dict[str, _State] = {}
 
 
 class _FieldRules:
     """The keywords, phrases and patterns of the rules allowed in a field.
 
-    Fields that allow the same rules share one instance (and its word memos).
+    Fields that allow the same rules share one instance (and its memos).
     """
 
     def __init__(self, rules: Sequence[Rule], allowed: Iterable[int]) -> None:
@@ -469,6 +471,8 @@ class _FieldRules:
             for phrase in rule.phrases:
                 self.root.add(phrase, r)
             self.patterns += [(pattern, _needed(pattern), r) for pattern in rule.patterns]
+        self.start = _State(frozenset(), ())
+        self.states = {(self.start.nodes, self.start.rules): self.start}
 
     def scan(self, index: int, text: str) -> tuple[int, ...]:
         """Sorted indexes of the rules matching the text of field `index` (uncached)."""
@@ -480,46 +484,51 @@ class _FieldRules:
             low = _expr_of(text) if index == _EXPR else text.lower()
             tokens = _words_of(low)
         found: set[int] = set()
-        root, memo, end = self.root, self.root.steps, len(tokens)
-        for i, word in enumerate(tokens):
-            # A step is a 2-tuple, so `or` calls `step` only for a word not memoised yet.
-            step = memo.get(word) or root.step(word)
-            if step is _NOTHING:  # most words
-                continue
-            rules, nodes = step
-            found.update(rules)
-            j = i + 1
-            while nodes and j < end:  # phrases: follow the trie along the next words
-                following: tuple[_Node, ...] = ()
-                for node in nodes:
-                    rules, onward = node.steps.get(tokens[j]) or node.step(tokens[j])
-                    if rules:
-                        found.update(rules)
-                    following += onward
-                nodes, j = following, j + 1
+        state = self.start
+        for word in tokens:
+            # A state is truthy: `advance` runs only for a transition not memoised yet.
+            state = state.next.get(word) or self._advance(state, word)
+            if state.rules:
+                found.update(state.rules)
         for pattern, needs, r in self.patterns:
-            if r in found or (needs and not any(map(low.__contains__, needs))):
-                continue
-            if pattern.search(low):
+            if r not in found and any(map(low.__contains__, needs)) and pattern.search(low):
                 found.add(r)
         return tuple(sorted(found))
 
+    def _advance(self, state: _State, word: str) -> _State:
+        """Where `word` leads from `state` (and memoise it)."""
+        kids = [kid for node in (self.root, *state.nodes) for kid in node.children(word)]
+        rules = tuple(sorted({r for kid in kids for r in kid.rules}))
+        onward = frozenset(kid for kid in kids if kid.exact or kid.prefixes)
+        following = self.states.get((onward, rules)) or self._state(onward, rules)
+        _remember(state.next, word, following)
+        return following
+
+    def _state(self, nodes: frozenset[_Node], rules: tuple[int, ...]) -> _State:
+        if len(self.states) >= _MEMO_SIZE:  # bounded, like every memo: start afresh
+            self.states = {(self.start.nodes, self.start.rules): self.start}
+            self.start.next.clear()
+        state = self.states[nodes, rules] = _State(nodes, rules)
+        return state
+
 
 def _needed(pattern: re.Pattern[str]) -> tuple[str, ...]:
-    """Strings one of which occurs in every text that `pattern` matches; () if unknown.
+    """Strings one of which occurs in every text that `pattern` matches (("",) if unknown).
 
     An `in` test on them skips most searches, and a search is dear: a regex without
     a literal prefix (such as `\\babsent`) is tried at every position of the text.
     """
     if pattern.flags & re.IGNORECASE:
-        return ()
+        return ("",)
     try:
         from re import _parser  # CPython's own regex parser (private: do without if it moves)
 
         needs = _literal_needs(_parser.parse(pattern.pattern, pattern.flags))
     except Exception:  # pragma: no cover - a Python without `re._parser`
-        return ()
-    return _most_selective(needs)
+        return ("",)
+    best = _most_selective(needs) or ("",)
+    # "up" or "_up": "up" alone says the same.
+    return tuple(s for s in best if not any(o in s for o in best if o != s))
 
 
 def _most_selective(needs: list[tuple[str, ...]]) -> tuple[str, ...]:
@@ -591,33 +600,32 @@ class _Matcher:
 
     def alert_masks(self, alert: Alert) -> dict[int, int]:
         """Rule index -> bit mask of the fields of `alert` where the rule matched."""
-        masks: dict[int, int] = {}
-        annotations = alert.annotations
-        self._field(_NAME, alert.name, masks)
-        for key, index in (("summary", _SUMMARY), ("description", _DESCRIPTION)):
-            text = annotations.get(key)
-            if text:
-                self._field(index, text, masks)
+        annotations, labels = alert.annotations, alert.labels
+        texts = [(_NAME, alert.name)]
+        if text := annotations.get("summary"):
+            texts.append((_SUMMARY, text))
+        if text := annotations.get("description"):
+            texts.append((_DESCRIPTION, text))
         if "message" in annotations:
-            self._field(_DESCRIPTION, annotations["message"], masks)
+            texts.append((_DESCRIPTION, annotations["message"]))
         if alert.generator_url:
-            self._field(_EXPR, alert.generator_url, masks)
-        labels = alert.labels
-        values = " ".join(labels[k] for k in self.semantic_labels if k in labels)
-        if values:
-            self._field(_LABELS, values, masks)
+            texts.append((_EXPR, alert.generator_url))
+        if not labels.keys().isdisjoint(self.semantic_labels):  # rare: skip the join
+            values = " ".join([labels[k] for k in self.semantic_labels if k in labels])
+            if values:
+                texts.append((_LABELS, values))
+        masks: dict[int, int] = {}
+        memo = self._texts
+        for key in texts:  # (field index, text): also the key of the per-text memo
+            found = memo.get(key)
+            if found is None:
+                found = _remember(memo, key, self.fields[key[0]].scan(*key))
+            bit = 1 << key[0]
+            for r in found:
+                masks[r] = masks.get(r, 0) | bit
         if self.gated:
             self._gate(labels, masks)
         return masks
-
-    def _field(self, index: int, text: str, masks: dict[int, int]) -> None:
-        key = (index, text)
-        found = self._texts.get(key)
-        if found is None:
-            found = _remember(self._texts, key, self.fields[index].scan(index, text))
-        bit = 1 << index
-        for r in found:
-            masks[r] = masks.get(r, 0) | bit
 
     def _gate(self, labels: Mapping[str, str], masks: dict[int, int]) -> None:
         """Rules with `labels` count only when every label matches."""
@@ -790,15 +798,9 @@ def _find(table: RuleTable, evidence: Sequence[_Evidence]) -> _Finding:
         managed = any(e.managed for e in evidence)
         restartable = all(e.restartable for e in evidence)
         named = any(e.named >> winner & 1 for e in evidence)
-    return _Finding(
-        issue_type=issue_type,
-        severity=severity,
-        confidence=_confidence(issue_type, top, second, named),
-        managed=managed,
-        rules=list(map(table.rules.__getitem__, ranked)),
-        ranked=ranked,
-        restartable=restartable,
-    )
+    confidence = _confidence(issue_type, top, second, named)
+    rules = list(map(table.rules.__getitem__, ranked))
+    return _Finding(issue_type, severity, confidence, managed, rules, ranked, restartable)
 
 
 def _rank(severity: Severity) -> int:
@@ -938,6 +940,7 @@ def _summary(alert: Alert) -> str:
 
 
 _RULE_ID = attrgetter("id")
+_validate_verdict = Verdict.__pydantic_validator__.validate_python
 
 
 def _describe(finding: _Finding, evidence: Sequence[_Evidence], head: Alert, where: str) -> str:
@@ -960,7 +963,10 @@ def _recommend(table: RuleTable, finding: _Finding, head: Alert, where: str) -> 
     for step in _candidates(table, finding):
         if "{" in step:
             values = values or _placeholders(head, where)
-            step = _format(step, values)
+            try:  # noqa: SIM105 - contextlib.suppress is a context manager per step
+                step = step.format_map(values)
+            except (KeyError, ValueError, IndexError, AttributeError):
+                pass  # an unknown placeholder: show the text as written
         if step not in steps:
             steps.append(step)
             if len(steps) == 5:
@@ -1006,13 +1012,6 @@ def _placeholders(alert: Alert, where: str) -> dict[str, str]:
         "service": service,
         "where": where,
     }
-
-
-def _format(step: str, values: Mapping[str, str]) -> str:
-    try:
-        return step.format_map(values)
-    except (KeyError, ValueError, IndexError, AttributeError):
-        return step  # an unknown placeholder: show the text as written
 
 
 def _resolved_verdict(notification: Notification) -> Verdict:
@@ -1108,15 +1107,18 @@ class RuleAnalyzer:
         outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
         head = _headline(evidence)
         where = _where(head.labels)
-        return Verdict(
-            issue_detected=True,
-            severity=finding.severity,
-            issue_type=finding.issue_type,
-            description=_describe(finding, evidence, head, where),
-            recommended_actions=_recommend(self.table, finding, head, where),
-            proposed_action=self._action(finding),
-            confidence=min(max(finding.confidence, 0.0), 1.0),
-            requires_immediate_action=outage or finding.severity is Severity.CRITICAL,
+        # Validated exactly as `Verdict(...)` would, without its Python-level __init__.
+        return _validate_verdict(
+            {
+                "issue_detected": True,
+                "severity": finding.severity,
+                "issue_type": finding.issue_type,
+                "description": _describe(finding, evidence, head, where),
+                "recommended_actions": _recommend(self.table, finding, head, where),
+                "proposed_action": self._action(finding),
+                "confidence": min(max(finding.confidence, 0.0), 1.0),
+                "requires_immediate_action": outage or finding.severity is Severity.CRITICAL,
+            }
         )
 
     def _action(self, finding: _Finding) -> str:
