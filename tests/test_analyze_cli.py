@@ -299,3 +299,20 @@ def test_ctrl_c_exits_130(monkeypatch) -> None:
     result = run_cli("--no-audit", "analyze", str(EXAMPLES / "resolved.json"))
     assert result.exit_code == ExitCode.INTERRUPTED
     assert result.stderr == "error: interrupted\n"
+
+
+def test_console_entry_skips_optional_imports_but_httpx_works(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from market_agent import cli\n"
+        "cli._skip_unused_optional_imports()\n"
+        "import httpx\n"
+        "assert httpx.Client(timeout=1).timeout.read == 1\n"
+        "print('trio' in sys.modules and sys.modules['trio'] is not None)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False,
+        env=subprocess_env(tmp_path),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

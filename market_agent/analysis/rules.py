@@ -64,8 +64,11 @@ _FEED_EXPLAINS = frozenset(
 )
 
 _WORD = re.compile(r"[a-z0-9]+")
-#: A `bytes.translate` table: ASCII characters outside `_WORD` become spaces.
-_NOT_WORD = bytes(c if _WORD.fullmatch(chr(c)) else 32 for c in range(256))
+#: A `bytes.translate` table for ASCII text: lower-case it, and cut it into `_WORD`s
+#: (every other character becomes a space).
+_LOWER_WORDS = bytes(
+    ord(low) if _WORD.fullmatch(low := chr(c).lower()) and c < 128 else 32 for c in range(256)
+)
 # The first two alternatives never match at the same place; the common one goes first.
 _NAME_WORD = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?=[A-Z][a-z])|[A-Z]+|[0-9]+[a-z]*")
 _EXPR_PARAM = re.compile(r"[?&]g0\.expr=([^&]*)")
@@ -471,18 +474,20 @@ class _FieldRules:
             for phrase in rule.phrases:
                 self.root.add(phrase, r)
             self.patterns += [(pattern, _needed(pattern), r) for pattern in rule.patterns]
+        # One search for everything the patterns need: most texts have none of it.
+        needed = {s for _, needs, _ in self.patterns for s in needs}
+        self.prefilter = re.compile("|".join(map(re.escape, sorted(needed))))
         self.start = _State(frozenset(), ())
         self.states = {(self.start.nodes, self.start.rules): self.start}
 
     def scan(self, index: int, text: str) -> tuple[int, ...]:
         """Sorted indexes of the rules matching the text of field `index` (uncached)."""
         if index == _NAME:
-            # The words are ASCII, so lowering them joined is lowering each one.
-            low = " ".join(_NAME_WORD.findall(text)).lower()
-            tokens = low.split()
+            tokens = _NAME_WORD.findall(text)  # not lower-cased: `_advance` does it
         else:
-            low = _expr_of(text) if index == _EXPR else text.lower()
-            tokens = _words_of(low)
+            if index == _EXPR:
+                text = _expr_of(text)
+            tokens = _words_of(text)
         found: set[int] = set()
         state = self.start
         for word in tokens:
@@ -490,14 +495,21 @@ class _FieldRules:
             state = state.next.get(word) or self._advance(state, word)
             if state.rules:
                 found.update(state.rules)
-        for pattern, needs, r in self.patterns:
-            if r not in found and any(map(low.__contains__, needs)) and pattern.search(low):
-                found.add(r)
+        if self.patterns:
+            self._search((" ".join(tokens) if index == _NAME else text).lower(), found)
         return tuple(sorted(found))
 
+    def _search(self, low: str, found: set[int]) -> None:
+        """Add the rules whose patterns match the lower-cased text."""
+        if self.prefilter.search(low):
+            for pattern, needs, r in self.patterns:
+                if r not in found and any(map(low.__contains__, needs)) and pattern.search(low):
+                    found.add(r)
+
     def _advance(self, state: _State, word: str) -> _State:
-        """Where `word` leads from `state` (and memoise it)."""
-        kids = [kid for node in (self.root, *state.nodes) for kid in node.children(word)]
+        """Where `word` leads from `state` (and memoise it under this spelling)."""
+        low = word.lower()
+        kids = [kid for node in (self.root, *state.nodes) for kid in node.children(low)]
         rules = tuple(sorted({r for kid in kids for r in kid.rules}))
         onward = frozenset(kid for kid in kids if kid.exact or kid.prefixes)
         following = self.states.get((onward, rules)) or self._state(onward, rules)
@@ -600,32 +612,36 @@ class _Matcher:
 
     def alert_masks(self, alert: Alert) -> dict[int, int]:
         """Rule index -> bit mask of the fields of `alert` where the rule matched."""
+        masks: dict[int, int] = {}
         annotations, labels = alert.annotations, alert.labels
-        texts = [(_NAME, alert.name)]
+        self._field(_NAME, alert.name, masks)
         if text := annotations.get("summary"):
-            texts.append((_SUMMARY, text))
+            self._field(_SUMMARY, text, masks)
         if text := annotations.get("description"):
-            texts.append((_DESCRIPTION, text))
+            self._field(_DESCRIPTION, text, masks)
         if "message" in annotations:
-            texts.append((_DESCRIPTION, annotations["message"]))
+            self._field(_DESCRIPTION, annotations["message"], masks)
         if alert.generator_url:
-            texts.append((_EXPR, alert.generator_url))
+            self._field(_EXPR, alert.generator_url, masks)
         if not labels.keys().isdisjoint(self.semantic_labels):  # rare: skip the join
             values = " ".join([labels[k] for k in self.semantic_labels if k in labels])
             if values:
-                texts.append((_LABELS, values))
-        masks: dict[int, int] = {}
-        memo = self._texts
-        for key in texts:  # (field index, text): also the key of the per-text memo
-            found = memo.get(key)
-            if found is None:
-                found = _remember(memo, key, self.fields[key[0]].scan(*key))
-            bit = 1 << key[0]
-            for r in found:
-                masks[r] = masks.get(r, 0) | bit
+                self._field(_LABELS, values, masks)
         if self.gated:
             self._gate(labels, masks)
         return masks
+
+    def _field(self, index: int, text: str, masks: dict[int, int]) -> None:
+        key = (index, text)
+        found = self._texts.get(key)
+        if found is None:
+            found = self.fields[index].scan(index, text)
+            if len(self._texts) >= _MEMO_SIZE:  # bounded, as in `_remember`
+                self._texts.clear()
+            self._texts[key] = found
+        bit = 1 << index
+        for r in found:
+            masks[r] = masks.get(r, 0) | bit
 
     def _gate(self, labels: Mapping[str, str], masks: dict[int, int]) -> None:
         """Rules with `labels` count only when every label matches."""
@@ -638,15 +654,16 @@ class _Matcher:
 
 def _votes(table: RuleTable, alert: Alert) -> _Votes:
     """Per-type scores and rule contributions of one alert, memoised by its content."""
-    matcher, annotations = table.matcher, alert.annotations
-    key = (
+    matcher, annotations, labels = table.matcher, alert.annotations, alert.labels
+    key: tuple[str | None, ...] = (
         alert.name,
         annotations.get("summary"),
         annotations.get("description"),
         annotations.get("message"),
         alert.generator_url,
-        *map(alert.labels.get, matcher.label_keys),
     )
+    if not labels.keys().isdisjoint(matcher.label_keys):  # most alerts have none of them
+        key += tuple(map(labels.get, matcher.label_keys))
     found = matcher.alerts.get(key)
     if found is None:
         found = _remember(matcher.alerts, key, _score(table, matcher.alert_masks(alert)))
@@ -660,11 +677,11 @@ def _remember(memo: dict[Any, Any], key: Any, value: Any) -> Any:
     return value
 
 
-def _words_of(low: str) -> list[str]:
-    """`_WORD.findall(low)`, three times faster for ASCII text (nearly all alert text)."""
-    if low.isascii():  # bytes.translate is a table look-up; str.translate calls a mapping
-        return low.encode().translate(_NOT_WORD).decode().split()
-    return _WORD.findall(low)
+def _words_of(text: str) -> list[str]:
+    """`_WORD.findall(text.lower())`, three times faster for ASCII (nearly all alert text)."""
+    if text.isascii():  # bytes.translate is a table look-up; str.translate calls a mapping
+        return text.encode().translate(_LOWER_WORDS).decode().split()
+    return _WORD.findall(text.lower())
 
 
 def _expr_of(generator_url: str) -> str:
@@ -731,6 +748,7 @@ def _best(table: RuleTable, scores: Sequence[float]) -> tuple[IssueType, float, 
     return _TYPES[table.vote_order[ranked.index(top)]], top, second
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of few distinct values: rule weights
 def _confidence(issue_type: IssueType, top: float, second: float, named: bool) -> float:
     """Stronger, one-sided evidence gives higher confidence (0.2 .. 0.95).
 
