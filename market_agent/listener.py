@@ -429,6 +429,9 @@ class Listener:
         self._stopping.set()
         for _ in self._workers:
             self._queue.put(None)
+        for worker in self._workers:  # each takes a sentinel: the queue is empty after this
+            if worker.is_alive():
+                worker.join(timeout=1.0)
         self.journal.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
