@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -770,3 +771,136 @@ def test_duplicate_user_rule_ids_are_rejected() -> None:
     rule = {"id": "r", "issue_type": "errors", "keywords": ["x"]}
     with pytest.raises(ConfigError, match="duplicate rule id 'r'"):
         load_rule_table([rule, rule])
+
+
+# ------------------------------------------------- matching internals (speed)
+# The matcher compiles every keyword and phrase into one word automaton, memoises
+# per word, filters patterns with literal pre-checks and tokenises ASCII text with
+# bytes.translate. These tests pin all of it to the plain definitions of rules.toml.
+
+_NAME_SPLIT = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+[a-z]*")
+_LOWER_WORD = re.compile(r"[a-z0-9]+")
+# Rules that exercise what the built-in table does not: wildcards at the end, shared
+# prefixes, prefix elements inside phrases, overlapping phrases, field limits.
+TRICKY_RULES = [
+    {"id": "t-wild", "issue_type": "errors", "phrases": ["too * *", "x* * z", "a b *"]},
+    {"id": "t-overlap", "issue_type": "data", "phrases": ["a b c", "b c d", "a a b"]},
+    {"id": "t-prefix", "issue_type": "security", "keywords": ["sec*", "a"], "phrases": ["fo* ba*"]},
+    {"id": "t-fields", "issue_type": "resource", "keywords": ["zap"], "fields": ["expr", "labels"]},
+    {"id": "t-pattern", "issue_type": "performance", "patterns": [r"(foo|ba[rz])+\s*=", r"q?z{2}"]},
+]
+_VOCABULARY = sorted(
+    {
+        word
+        for rule in load_rule_table(TRICKY_RULES).rules
+        for element in (*rule.keywords, *(e for phrase in rule.phrases for e in phrase))
+        for word in (element[0], element[0] + "ing")
+        if word
+    }
+    | {"the", "is", "not", "down", "x", "0", "42", "5xx", "z", "foo=", "zz"}
+)
+_TEXT = st.lists(
+    st.sampled_from(_VOCABULARY) | st.text("abcxyzAZ09_-. ", max_size=6), max_size=14
+).map(" ".join)
+
+
+def _reference_matches(table: Any, index: int, text: str) -> set[int]:
+    """Rules matching field `index`, straight from the definitions in rules.toml (slow)."""
+    from market_agent.analysis.rules import _expr_of
+
+    if index == 0:  # name: CamelCase, snake_case and kebab-case words
+        low = " ".join(_NAME_SPLIT.findall(text)).lower()
+    else:
+        low = _expr_of(text) if index == 3 else text.lower()
+    words = _LOWER_WORD.findall(low)
+
+    def fits(element: tuple[str, bool], word: str) -> bool:
+        return word.startswith(element[0]) if element[1] else word == element[0]
+
+    def phrase_at(phrase: tuple[tuple[str, bool], ...], i: int) -> bool:
+        rest = words[i : i + len(phrase)]
+        return len(rest) == len(phrase) and all(map(fits, phrase, rest))
+
+    found = set()
+    for r, rule in enumerate(table.rules):
+        if not rule.fields >> index & 1:
+            continue
+        if (
+            any(fits(k, w) for k in rule.keywords for w in words)
+            or any(phrase_at(p, i) for p in rule.phrases for i in range(len(words)))
+            or any(p.search(low) for p in rule.patterns)
+        ):
+            found.add(r)
+    return found
+
+
+def _bits(found: int) -> set[int]:
+    return {r for r in range(found.bit_length()) if found >> r & 1}
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=_TEXT, index=st.sampled_from([1, 2, 4]))
+def test_word_matching_agrees_with_the_rule_definitions(text: str, index: int) -> None:
+    for table in (load_rule_table(), load_rule_table(TRICKY_RULES)):
+        assert _bits(table.matcher._scan(index, text)) == _reference_matches(table, index, text)
+
+
+@settings(max_examples=150, deadline=None)
+@given(words=st.lists(st.sampled_from(_VOCABULARY), max_size=6), expr=_TEXT)
+def test_name_and_expression_matching_agrees_with_the_rule_definitions(
+    words: list[str], expr: str
+) -> None:
+    name = "".join(word.capitalize() for word in words)
+    url = f"http://prometheus:9090/graph?g0.expr={quote_plus(expr)}&g0.tab=1"
+    for table in (load_rule_table(), load_rule_table(TRICKY_RULES)):
+        matcher = table.matcher
+        assert _bits(matcher._scan(0, name)) == _reference_matches(table, 0, name)
+        assert _bits(matcher._scan(3, url)) == _reference_matches(table, 3, url)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=40) | _TEXT)
+def test_fast_tokenising_equals_the_regex(text: str) -> None:
+    from market_agent.analysis.rules import _words_of
+
+    assert _words_of(text) == _LOWER_WORD.findall(text.lower())
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        *(p.pattern for rule in load_rule_table().rules for p in rule.patterns),
+        r"(foo|ba[rz])+\s*=",
+        r"x?abc",
+        r"ab(?i:cd)ef",
+        r"(?i)abc",
+        r"(ab|cd)e{2,}",
+        r"(?=abc)a",
+        r"a|b",
+    ],
+)
+@settings(max_examples=200, deadline=None)
+@given(text=st.text("abcdeforuxz_=(){}<!01 ", max_size=30))
+def test_pattern_prefilter_never_skips_a_match(pattern: str, text: str) -> None:
+    from market_agent.analysis.rules import _needed
+
+    compiled = re.compile(pattern)
+    needs = _needed(compiled)
+    if compiled.search(text):
+        assert any(need in text for need in needs), needs
+
+
+def test_judging_with_cold_memos_equals_judging_with_warm_ones() -> None:
+    payloads = [alert(name, summary=s, description=d) for name, s, d, _ in GENERAL_ALERTS]
+    payloads += [predictor_alert(name) for name in PREDICTOR_ALERTS]
+    payloads.append(alert("ServiceGone", expr='absent(up{job="x"})', category="availability"))
+    analyzer = RuleAnalyzer(extra_rules=TRICKY_RULES)
+    warm = [analyzer.judge(notify(p), {}).verdict for p in payloads * 2][len(payloads) :]
+    cold = []
+    for payload in payloads:
+        analyzer.table.matcher.forget_alerts()
+        cold.append(analyzer.judge(notify(payload), {}).verdict)
+    assert cold == warm
+    assert [
+        RuleAnalyzer(extra_rules=TRICKY_RULES).judge(notify(p), {}).verdict for p in payloads
+    ] == cold

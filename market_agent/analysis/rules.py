@@ -23,7 +23,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -39,7 +39,10 @@ _NAME, _SUMMARY, _DESCRIPTION, _EXPR, _LABELS = range(len(FIELDS))
 _ALL_FIELDS = (1 << len(FIELDS)) - 1
 _TYPES = tuple(IssueType)
 _TYPE_INDEX = {issue_type: i for i, issue_type in enumerate(_TYPES)}
-_UNKNOWN = _TYPE_INDEX[IssueType.UNKNOWN]
+# Enum members for the hot path: reading a module constant is ~10x quicker than
+# `IssueType.AVAILABILITY`, a descriptor look-up in Python 3.11.
+_AVAILABILITY, _UNKNOWN = IssueType.AVAILABILITY, IssueType.UNKNOWN
+_CRITICAL, _HIGH, _INFO = Severity.CRITICAL, Severity.HIGH, Severity.INFO
 _METRICS = ("up", "error_ratio", "p95_latency_seconds", "feed_lag_seconds", "accuracy")
 _RULE_KEYS = frozenset(
     {
@@ -154,10 +157,14 @@ class RuleTable:
     tie_scores: Callable[[Sequence[float]], tuple[float, ...]] = field(
         init=False, repr=False, compare=False
     )
-    #: Memo of `_candidates`: recommended step texts per kind of finding.
-    step_texts: dict[tuple[Any, ...], tuple[str, ...]] = field(
+    #: Per (managed, issue type): the step texts of the issue type, then of `unknown`.
+    type_steps: Mapping[tuple[bool, IssueType], tuple[str, ...]] = field(
         init=False, repr=False, compare=False
     )
+    #: Indexes of the rules with `recommended_actions`.
+    rules_with_steps: frozenset[int] = field(init=False, repr=False, compare=False)
+    #: Memo of `severity_of`: severity label values are few.
+    severities: dict[str, Severity] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         weights = self.field_weights
@@ -175,14 +182,29 @@ class RuleTable:
         object.__setattr__(self, "votes", votes)
         object.__setattr__(self, "has_user_rules", any(r.user for r in self.rules))
         object.__setattr__(self, "tie_scores", itemgetter(*self.vote_order))
-        object.__setattr__(self, "step_texts", {})
+        generic, managed = self.actions.get("generic", {}), self.actions.get("managed", {})
+        type_steps = {
+            (is_managed, t): _unique(
+                [*(managed if is_managed else generic).get(t, ()), *generic.get("unknown", ())]
+            )
+            for is_managed in (False, True)
+            for t in _TYPES
+        }
+        object.__setattr__(self, "type_steps", type_steps)
+        steps = frozenset(r for r, rule in enumerate(self.rules) if rule.recommended_actions)
+        object.__setattr__(self, "rules_with_steps", steps)
+        object.__setattr__(self, "severities", {})
 
     def severity_of(self, alert: Alert) -> Severity:
         """The alert's `severity` label mapped case-insensitively; unknown is info."""
         label = alert.labels.get("severity")
-        return (
-            self.severity_map.get(label.strip().lower(), Severity.INFO) if label else Severity.INFO
-        )
+        if not label:
+            return _INFO
+        found = self.severities.get(label)
+        if found is None:
+            found = self.severity_map.get(label.strip().lower(), _INFO)
+            _remember(self.severities, label, found)
+        return found
 
 
 # ------------------------------------------------------------------- loading
@@ -441,87 +463,89 @@ class _Node:
 
 
 class _State:
-    """A state of the word automaton that `_FieldRules` runs over a field's words.
+    """A state of the word automaton (`_Words`) run over a field's words.
 
     `nodes`: the trie nodes of the phrases in progress (the root is implicit: a
-    keyword or phrase may start at any word); `rules`: the rules whose keyword or
-    phrase ended with the word that led here. `next` memoises the transitions: the
-    vocabulary is bounded, so once warm each word costs one dict look-up, however
-    many prefix keywords and phrases the table has.
+    keyword or phrase may start at any word); `hits`: bit set of the rules whose
+    keyword or phrase ended with the word that led here. `next` memoises the
+    transitions: the vocabulary is bounded, so once warm each word costs one dict
+    look-up, however many prefix keywords and phrases the table has.
     """
 
-    __slots__ = ("next", "nodes", "rules")
+    __slots__ = ("hits", "next", "nodes")
 
-    def __init__(self, nodes: frozenset[_Node], rules: tuple[int, ...]) -> None:
+    def __init__(self, nodes: frozenset[_Node], hits: int) -> None:
         self.nodes = nodes
-        self.rules = rules
+        self.hits = hits
         self.next: dict[str, _State] = {}
 
 
-class _FieldRules:
-    """The keywords, phrases and patterns of the rules allowed in a field.
+class _Words:
+    """All keywords and phrases of the table as a word automaton.
 
-    Fields that allow the same rules share one instance (and its memos).
+    One automaton serves every field (each field then keeps the rules it allows):
+    one memo of the vocabulary stays small and warm in the CPU caches.
     """
 
-    def __init__(self, rules: Sequence[Rule], allowed: Iterable[int]) -> None:
+    def __init__(self, rules: Sequence[Rule]) -> None:
         self.root = _Node()
-        self.patterns: list[tuple[re.Pattern[str], tuple[str, ...], int]] = []
-        for r in allowed:
-            rule = rules[r]
+        for r, rule in enumerate(rules):
             for element in rule.keywords:
                 self.root.add((element,), r)
             for phrase in rule.phrases:
                 self.root.add(phrase, r)
-            self.patterns += [(pattern, _needed(pattern), r) for pattern in rule.patterns]
-        # One search for everything the patterns need: most texts have none of it.
-        needed = {s for _, needs, _ in self.patterns for s in needs}
-        self.prefilter = re.compile("|".join(map(re.escape, sorted(needed))))
-        self.start = _State(frozenset(), ())
-        self.states = {(self.start.nodes, self.start.rules): self.start}
+        self.start = _State(frozenset(), 0)
+        self.states = {(self.start.nodes, self.start.hits): self.start}
 
-    def scan(self, index: int, text: str) -> tuple[int, ...]:
-        """Sorted indexes of the rules matching the text of field `index` (uncached)."""
-        if index == _NAME:
-            tokens = _NAME_WORD.findall(text)  # not lower-cased: `_advance` does it
-        else:
-            if index == _EXPR:
-                text = _expr_of(text)
-            tokens = _words_of(text)
-        found: set[int] = set()
+    def scan(self, tokens: Iterable[str]) -> int:
+        """Bit set of the rules with a keyword or phrase among `tokens` (uncached)."""
+        found = 0
         state = self.start
         for word in tokens:
-            # A state is truthy: `advance` runs only for a transition not memoised yet.
-            state = state.next.get(word) or self._advance(state, word)
-            if state.rules:
-                found.update(state.rules)
-        if self.patterns:
-            self._search((" ".join(tokens) if index == _NAME else text).lower(), found)
-        return tuple(sorted(found))
-
-    def _search(self, low: str, found: set[int]) -> None:
-        """Add the rules whose patterns match the lower-cased text."""
-        if self.prefilter.search(low):
-            for pattern, needs, r in self.patterns:
-                if r not in found and any(map(low.__contains__, needs)) and pattern.search(low):
-                    found.add(r)
+            try:  # (a subscript is quicker than .get(): this loop is the hottest)
+                state = state.next[word]
+            except KeyError:  # a transition not memoised yet
+                state = self._advance(state, word)
+            found |= state.hits
+        return found
 
     def _advance(self, state: _State, word: str) -> _State:
         """Where `word` leads from `state` (and memoise it under this spelling)."""
         low = word.lower()
         kids = [kid for node in (self.root, *state.nodes) for kid in node.children(low)]
-        rules = tuple(sorted({r for kid in kids for r in kid.rules}))
+        hits = sum({1 << r for kid in kids for r in kid.rules})
         onward = frozenset(kid for kid in kids if kid.exact or kid.prefixes)
-        following = self.states.get((onward, rules)) or self._state(onward, rules)
+        following = self.states.get((onward, hits)) or self._state(onward, hits)
         _remember(state.next, word, following)
         return following
 
-    def _state(self, nodes: frozenset[_Node], rules: tuple[int, ...]) -> _State:
+    def _state(self, nodes: frozenset[_Node], hits: int) -> _State:
         if len(self.states) >= _MEMO_SIZE:  # bounded, like every memo: start afresh
-            self.states = {(self.start.nodes, self.start.rules): self.start}
+            self.states = {(self.start.nodes, self.start.hits): self.start}
             self.start.next.clear()
-        state = self.states[nodes, rules] = _State(nodes, rules)
+        state = self.states[nodes, hits] = _State(nodes, hits)
         return state
+
+
+class _Patterns:
+    """The regex patterns of the rules allowed in a field."""
+
+    def __init__(self, rules: Sequence[Rule], allowed: Iterable[int]) -> None:
+        self.patterns = [
+            (pattern, _needed(pattern), r) for r in allowed for pattern in rules[r].patterns
+        ]
+        #: Everything the patterns need (one `in` test each): most texts have none of it.
+        self.needed = tuple(sorted({s for _, needs, _ in self.patterns for s in needs}))
+
+    def search(self, low: str, found: int) -> int:
+        """`found` plus the rules whose patterns match the lower-cased text."""
+        if any(map(low.__contains__, self.needed)):
+            for pattern, needs, r in self.patterns:
+                if found >> r & 1 or not any(map(low.__contains__, needs)):
+                    continue
+                if pattern.search(low):
+                    found |= 1 << r
+        return found
 
 
 def _needed(pattern: re.Pattern[str]) -> tuple[str, ...]:
@@ -580,41 +604,49 @@ def _literal_needs(items: Iterable[tuple[Any, Any]]) -> list[tuple[str, ...]]:
 class _Matcher:
     """Finds the rules that match each field of an alert.
 
-    Results are memoised per word (in the tries), per distinct field text and per
-    distinct alert content: alert names, expressions and templated annotations
-    repeat across notifications (Alertmanager re-sends firing alerts). Every memo
-    is bounded.
+    Results are memoised per word (in the automaton), per distinct alert name,
+    expression and label text, and per distinct alert content (Alertmanager re-sends
+    firing alerts). Every memo is bounded.
     """
 
     def __init__(self, table: RuleTable) -> None:
         rules = table.rules
         self.semantic_labels = table.semantic_labels
-        shared: dict[tuple[int, ...], _FieldRules] = {}
-        fields = []
-        for index in range(len(FIELDS)):
-            allowed = tuple(r for r, rule in enumerate(rules) if rule.fields >> index & 1)
-            if allowed not in shared:
-                shared[allowed] = _FieldRules(rules, allowed)
-            fields.append(shared[allowed])
-        #: Per field index: the rules that may match there (the `fields` key applied).
-        self.fields = tuple(fields)
+        self.words = _Words(rules)
+        allowed = [
+            [r for r, rule in enumerate(rules) if rule.fields >> i & 1] for i in range(len(FIELDS))
+        ]
+        #: Per field index: bit set of the rules allowed there (the `fields` key).
+        self.allowed = tuple(sum(1 << r for r in field) for field in allowed)
+        #: Per field index: the patterns of the rules allowed there, if any.
+        self.patterns = tuple(
+            _Patterns(rules, field) if any(rules[r].patterns for r in field) else None
+            for field in allowed
+        )
         self.gated = tuple((r, rule) for r, rule in enumerate(rules) if rule.labels)
         gate_keys = {key for _, rule in self.gated for key, _ in rule.labels}
         #: Labels that can change the result: part of the memo key of an alert.
         self.label_keys = tuple(self.semantic_labels) + tuple(sorted(gate_keys))
         self.alerts: dict[tuple[str | None, ...], _Votes] = {}
-        self._texts: dict[tuple[int, str], tuple[int, ...]] = {}
+        #: Per field index: text -> bit set of the rules matching it. Not for summaries
+        #: and descriptions: they mostly name the instance or quote the value, so
+        #: they rarely repeat and a memo would cost more than it saves.
+        self._texts: tuple[dict[str, int] | None, ...] = tuple(
+            None if i in (_SUMMARY, _DESCRIPTION) else {} for i in range(len(FIELDS))
+        )
 
     def forget_alerts(self) -> None:
         """Drop the per-alert and per-text memos (word memos stay): for benchmarks."""
         self.alerts.clear()
-        self._texts.clear()
+        for memo in self._texts:
+            if memo is not None:
+                memo.clear()
 
-    def alert_masks(self, alert: Alert) -> dict[int, int]:
-        """Rule index -> bit mask of the fields of `alert` where the rule matched."""
+    def alert_masks(self, alert: Alert, name: str) -> dict[int, int]:
+        """Rule index -> bit mask of the fields of `alert` (named `name`) where the rule matched."""
         masks: dict[int, int] = {}
         annotations, labels = alert.annotations, alert.labels
-        self._field(_NAME, alert.name, masks)
+        self._field(_NAME, name, masks)
         if text := annotations.get("summary"):
             self._field(_SUMMARY, text, masks)
         if text := annotations.get("description"):
@@ -632,16 +664,32 @@ class _Matcher:
         return masks
 
     def _field(self, index: int, text: str, masks: dict[int, int]) -> None:
-        key = (index, text)
-        found = self._texts.get(key)
-        if found is None:
-            found = self.fields[index].scan(index, text)
-            if len(self._texts) >= _MEMO_SIZE:  # bounded, as in `_remember`
-                self._texts.clear()
-            self._texts[key] = found
+        memo = self._texts[index]
+        if memo is None:
+            found = self._scan(index, text)
+        elif (found := memo.get(text)) is None:
+            found = _remember(memo, text, self._scan(index, text))
         bit = 1 << index
-        for r in found:
+        while found:  # rule indexes in ascending order: the lowest set bit first
+            lowest = found & -found
+            r = lowest.bit_length() - 1
             masks[r] = masks.get(r, 0) | bit
+            found ^= lowest
+
+    def _scan(self, index: int, text: str) -> int:
+        """Bit set of the rules matching the text of field `index` (uncached)."""
+        if index == _NAME:
+            tokens = _NAME_WORD.findall(text)  # not lower-cased: `_Words` does it
+        else:
+            if index == _EXPR:
+                text = _expr_of(text)
+            tokens = _words_of(text)
+        found = self.words.scan(tokens) & self.allowed[index]
+        patterns = self.patterns[index]
+        if patterns:  # searched in the lower-cased text (an expression is lower-cased already)
+            low = text if index == _EXPR else (" ".join(tokens) if index == _NAME else text).lower()
+            found = patterns.search(low, found)
+        return found
 
     def _gate(self, labels: Mapping[str, str], masks: dict[int, int]) -> None:
         """Rules with `labels` count only when every label matches."""
@@ -655,8 +703,9 @@ class _Matcher:
 def _votes(table: RuleTable, alert: Alert) -> _Votes:
     """Per-type scores and rule contributions of one alert, memoised by its content."""
     matcher, annotations, labels = table.matcher, alert.annotations, alert.labels
+    name = alert.name
     key: tuple[str | None, ...] = (
-        alert.name,
+        name,
         annotations.get("summary"),
         annotations.get("description"),
         annotations.get("message"),
@@ -666,7 +715,7 @@ def _votes(table: RuleTable, alert: Alert) -> _Votes:
         key += tuple(map(labels.get, matcher.label_keys))
     found = matcher.alerts.get(key)
     if found is None:
-        found = _remember(matcher.alerts, key, _score(table, matcher.alert_masks(alert)))
+        found = _remember(matcher.alerts, key, _score(table, matcher.alert_masks(alert, name)))
     return found
 
 
@@ -744,7 +793,7 @@ def _best(table: RuleTable, scores: Sequence[float]) -> tuple[IssueType, float, 
     top = max(ranked)  # max() and index() take the first of equals: the tie_order
     second = max(sorted(ranked)[-2], 0.0)
     if top < table.min_score:
-        return IssueType.UNKNOWN, max(top, 0.0), second
+        return _UNKNOWN, max(top, 0.0), second
     return _TYPES[table.vote_order[ranked.index(top)]], top, second
 
 
@@ -756,7 +805,7 @@ def _confidence(issue_type: IssueType, top: float, second: float, named: bool) -
     there counts extra: a bare `PredictorDown` is clear, "may be down" in a
     description is a guess.
     """
-    if issue_type is IssueType.UNKNOWN:
+    if issue_type is _UNKNOWN:
         return 0.2
     strength = 1.0 - math.exp(-(top + (1.0 if named else 0.0)) / 1.6)
     agreement = 0.4 + 0.6 * (top - second) / top
@@ -924,9 +973,9 @@ def _apply_effectiveness(
 def _raise_severity(finding: _Finding) -> None:
     """Raise (never lower) the severity on evidence."""
     floors = [r.severity for r in finding.rules if r.severity]
-    outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
+    outage = finding.managed and finding.issue_type is _AVAILABILITY
     if outage and finding.restartable and not finding.cleared:
-        floors.append(Severity.CRITICAL if finding.confidence >= 0.8 else Severity.HIGH)
+        floors.append(_CRITICAL if finding.confidence >= 0.8 else _HIGH)
     if floors:
         finding.severity = max([finding.severity, *floors], key=_rank)
 
@@ -957,20 +1006,23 @@ def _summary(alert: Alert) -> str:
     return text if len(text) <= 200 else text[:197].rstrip() + "..."
 
 
-_RULE_ID = attrgetter("id")
+#: Enum member -> its plain string value: formats quicker than the member itself.
+_TEXT: dict[IssueType | Severity, str] = {m: m.value for e in (IssueType, Severity) for m in e}
 _validate_verdict = Verdict.__pydantic_validator__.validate_python
 
 
 def _describe(finding: _Finding, evidence: Sequence[_Evidence], head: Alert, where: str) -> str:
+    """What fires where (and its summary), how it was classified and why."""
     others = len(evidence) - 1
     more = f" with {others} other alert{'s' if others > 1 else ''}" if others else ""
     summary = _summary(head)
-    what = f"{head.name or 'An unnamed alert'} is firing on {where}{more}"
-    first = f"{what}: {summary}." if summary else f"{what}."
-    signals = finding.signals or ", ".join(map(_RULE_ID, finding.rules[:3]))
-    second = f"Classified as {finding.issue_type} ({signals or 'no known signal matched'})"
-    notes = "".join(f"; {note}" for note in finding.notes) if finding.notes else ""
-    return f"{first} {second}, severity {finding.severity}{notes}."
+    signals = finding.signals or ", ".join([rule.id for rule in finding.rules[:3]])
+    notes = "".join([f"; {note}" for note in finding.notes]) if finding.notes else ""
+    return (
+        f"{head.name or 'An unnamed alert'} is firing on {where}{more}"
+        f"{': ' if summary else ''}{summary}. Classified as {_TEXT[finding.issue_type]} "
+        f"({signals or 'no known signal matched'}), severity {_TEXT[finding.severity]}{notes}."
+    )
 
 
 def _recommend(table: RuleTable, finding: _Finding, head: Alert, where: str) -> list[str]:
@@ -993,30 +1045,23 @@ def _recommend(table: RuleTable, finding: _Finding, head: Alert, where: str) -> 
 
 
 def _candidates(table: RuleTable, finding: _Finding) -> tuple[str, ...]:
-    """Step texts to choose from, in order (placeholders not filled in yet).
+    """Step texts to choose from, in order (placeholders not filled in yet)."""
+    by_type = table.type_steps[finding.managed, finding.issue_type]
+    restart_loop = finding.issue_type is _AVAILABILITY and not finding.restartable
+    if not (restart_loop or finding.situations) and table.rules_with_steps.isdisjoint(
+        finding.ranked
+    ):
+        return by_type  # most findings: nothing but the issue type's steps
+    situations = table.actions.get("situations", {})
+    keys = ["restart_loop", *finding.situations] if restart_loop else finding.situations
+    candidates = [step for key in keys for step in situations.get(key, ())]
+    candidates += [step for rule in finding.rules for step in rule.recommended_actions]
+    return _unique([*candidates, *by_type])
 
-    Memoised per kind of finding: issue type, rules, situations; not per alert.
-    """
-    restart_loop = finding.issue_type is IssueType.AVAILABILITY and not finding.restartable
-    key = (
-        finding.issue_type,
-        finding.managed,
-        restart_loop,
-        tuple(finding.situations),
-        finding.ranked,
-    )
-    found = table.step_texts.get(key)
-    if found is None:
-        situations = table.actions.get("situations", {})
-        keys = ["restart_loop", *finding.situations] if restart_loop else finding.situations
-        candidates = [step for key in keys for step in situations.get(key, ())]
-        candidates += [step for rule in finding.rules for step in rule.recommended_actions]
-        group = table.actions.get("managed" if finding.managed else "generic", {})
-        candidates += group.get(finding.issue_type, ())
-        candidates += table.actions.get("generic", {}).get("unknown", ())
-        # A repeated text would be filled in the same way and skipped: drop it now.
-        found = _remember(table.step_texts, key, tuple(dict.fromkeys(candidates)))
-    return found
+
+def _unique(steps: Iterable[str]) -> tuple[str, ...]:
+    """Without repeats: a repeated text would be filled in the same way and skipped."""
+    return tuple(dict.fromkeys(steps))
 
 
 def _placeholders(alert: Alert, where: str) -> dict[str, str]:
@@ -1098,10 +1143,10 @@ class RuleAnalyzer:
         finding = _find(self.table, evidence)
         if context:
             self._apply_context(finding, evidence, _mapping(context))
-        if finding.issue_type is IssueType.AVAILABILITY and not finding.restartable:
+        if finding.issue_type is _AVAILABILITY and not finding.restartable:
             finding.notes.append("it is restarting in a loop, so another restart will not help")
         _raise_severity(finding)
-        return Judgement(verdict=self._verdict(finding, evidence), analyzer="rules")
+        return Judgement(self._verdict(finding, evidence), "rules")
 
     def _evidence(self, alert: Alert) -> _Evidence:
         table = self.table
@@ -1122,7 +1167,7 @@ class RuleAnalyzer:
         _apply_effectiveness(finding, evidence, effectiveness, self.restart_action, limits)
 
     def _verdict(self, finding: _Finding, evidence: Sequence[_Evidence]) -> Verdict:
-        outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
+        outage = finding.managed and finding.issue_type is _AVAILABILITY
         head = _headline(evidence)
         where = _where(head.labels)
         # Validated exactly as `Verdict(...)` would, without its Python-level __init__.
@@ -1135,7 +1180,7 @@ class RuleAnalyzer:
                 "recommended_actions": _recommend(self.table, finding, head, where),
                 "proposed_action": self._action(finding),
                 "confidence": min(max(finding.confidence, 0.0), 1.0),
-                "requires_immediate_action": outage or finding.severity is Severity.CRITICAL,
+                "requires_immediate_action": outage or finding.severity is _CRITICAL,
             }
         )
 
@@ -1146,8 +1191,8 @@ class RuleAnalyzer:
                 if rule.proposed_action != self.restart_action:
                     return rule.proposed_action
                 break
-        outage = finding.managed and finding.issue_type is IssueType.AVAILABILITY
+        outage = finding.managed and finding.issue_type is _AVAILABILITY
         if outage and finding.restartable:
             ineffective = "restart_ineffective" in finding.situations
             return "escalate" if ineffective else self.restart_action
-        return "escalate" if finding.severity is Severity.CRITICAL else "none"
+        return "escalate" if finding.severity is _CRITICAL else "none"
