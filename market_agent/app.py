@@ -39,6 +39,13 @@ class AppState:
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
+    @classmethod
+    def of(cls, settings: Settings) -> AppState:
+        """State over settings that are already loaded (e.g. handed to a child process)."""
+        state = cls()
+        state.__dict__["settings"] = settings  # what the cached property would hold
+        return state
+
     @cached_property
     def settings(self) -> Settings:
         from market_agent.config import load_settings

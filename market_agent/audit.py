@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 
 from market_agent.errors import AuditError
-from market_agent.redact import redact_payload
+from market_agent.redact import may_hold_secrets, redact_payload
 
 GENESIS_HASH = "0" * 64
 RESERVED_FIELDS = frozenset({"seq", "ts", "kind", "prev_hash", "hash"})
@@ -74,7 +74,8 @@ def prepare(kind: str, fields: Mapping[str, Any]) -> Prepared:
     clash = RESERVED_FIELDS.intersection(fields)
     if clash:
         raise ValueError(f"audit fields {sorted(clash)} are reserved")
-    redacted = redact_payload(dict(fields))
+    copy = dict(fields)
+    redacted = redact_payload(copy) if may_hold_secrets(copy) else copy
     body = canonical({"seq": _SEQ_MARK, "ts": _TS_MARK, "kind": kind, **redacted})
     head, _, rest = body.partition(f'"{_SEQ_MARK}"')
     middle, _, tail = rest.partition(f'"{_TS_MARK}"')

@@ -133,6 +133,9 @@ class ListenSettings(_Section):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     queue_size: int = Field(default=1000, ge=1)
     workers: int = Field(default=2, ge=1)
+    #: Where analysis runs: a process of its own (a second core), or threads beside
+    #: the HTTP server.
+    analysis: Literal["process", "threads"] = "process"
     grace_period: float = Field(default=10.0, ge=0)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -5,9 +5,11 @@ transport errors, and re-sends a group until one send succeeds):
 
 - A notification is acknowledged only once its record is in the audit log and
   fsync'd. Concurrent requests share one write and one fsync (group commit).
-- Analysis runs on a bounded queue served by a few worker threads; the queue is
-  bounded *before* journaling, so a full queue answers 503 and writes nothing. Past
-  half full, answers are held back (up to half a second) while analysis catches up.
+- Analysis runs on a bounded queue served by worker threads (`market_agent.workers`),
+  here or in an analysis process of its own (`market_agent.analysis_process`); the
+  queue is bounded *before* journaling, so a full queue answers 503 and writes
+  nothing. Past half full, answers are held back (up to half a second) while
+  analysis catches up.
 - At start, every listen notification in the audit log without an analysis is
   queued again: an acknowledged notification is never lost, even to SIGKILL.
 - A notification whose alerts, keyed by (fingerprint, status, startsAt), were all
@@ -29,31 +31,51 @@ import queue
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from market_agent.analysis.run import ContextProvider, notification_record
 from market_agent.audit import AuditLog, Prepared, prepare
-from market_agent.errors import AuditError, ConfigError
+from market_agent.errors import ConfigError
 from market_agent.metrics import ListenMetrics
-from market_agent.models import Analysis, Notification, new_id
+from market_agent.models import Notification, new_id
+from market_agent.workers import (
+    SOURCE,
+    Batch,
+    Job,
+    Remediator,
+    Service,
+    Workers,
+    failure_record,
+)
+
+if TYPE_CHECKING:
+    from market_agent.analysis_process import EngineSpec, ProcessAnalysis
+
+__all__ = [
+    "SOURCE",
+    "Admission",
+    "DedupIndex",
+    "JournalClosed",
+    "Listener",
+    "QueueFull",
+    "Remediator",
+    "Service",
+    "alert_keys",
+]
 
 log = logging.getLogger("market_agent.listen")
 
-#: The `source` of the notification and analysis records that `listen` writes.
-SOURCE = "webhook"
 #: Alert keys remembered for duplicate detection (oldest forgotten first).
 DEDUP_MAX_KEYS = 100_000
 #: Most notification records one group commit writes, and most analysis records added.
 MAX_BATCH = 1024
 BACKGROUND_BATCH = 32
-#: A worker takes more queued jobs into one batch (one commit) up to this many, or
-#: while its batch has taken less than this long to analyse.
-WORKER_BATCH = 32
-WORKER_BATCH_SECONDS = 0.05
+#: How long the writer thread leaves analyses for a commit in the event loop to take.
+BACKGROUND_LINGER_SECONDS = 0.002
 #: Seconds before analyses whose records could not be journaled are tried again.
 RETRY_SECONDS = 1.0
 #: With this share of the queue waiting, a new notification is answered only once the
@@ -65,25 +87,6 @@ BACKPRESSURE_POLL_SECONDS = 0.005
 
 Entries = Sequence[tuple[str, Mapping[str, Any]] | Prepared]
 T = TypeVar("T")
-
-
-class Remediator(Protocol):
-    """Called after an analysis is journaled (guarded auto-remediation plugs in here)."""
-
-    def handle(self, analysis: Analysis, notification: Notification) -> None: ...
-
-
-class Service(Protocol):
-    """What the workers need of `AnalysisService`."""
-
-    def analyze(
-        self,
-        notification: Notification,
-        *,
-        source: str,
-        context: Mapping[str, Any] | None = None,
-        notification_id: str | None = None,
-    ) -> Analysis: ...
 
 
 class QueueFull(Exception):
@@ -136,13 +139,19 @@ def _label_fingerprint(labels: Mapping[str, str]) -> str:
 
 
 class Journal:
-    """Group commit: one writer thread appends everything submitted since its last fsync.
+    """Group commit: everything submitted since the last fsync is appended with one write.
 
     Each commit takes every urgent submission (notifications, whose HTTP answer waits
     on them) and up to `background_batch` records of the rest (analyses): one write
     and one fsync serve both, a stream of notifications cannot starve the analyses,
     and an acknowledgement shares its commit with at most that many analysis records.
     Records come prepared (`audit.prepare`): a commit only chains, writes and syncs.
+
+    Urgent submissions made in an event loop's thread are committed in that thread,
+    right after the callbacks that are ready (the requests read in the same pass):
+    an acknowledgement then waits for no other thread. A writer thread commits the
+    rest, lingering a moment over background records so that a commit in the loop
+    can take them along.
     """
 
     def __init__(
@@ -152,13 +161,18 @@ class Journal:
         *,
         max_batch: int = MAX_BATCH,
         background_batch: int = BACKGROUND_BATCH,
+        background_linger: float = BACKGROUND_LINGER_SECONDS,
     ) -> None:
         self.audit = audit
         self.metrics = metrics
         self.max_batch = max_batch
         self.background_batch = background_batch
+        self.background_linger = background_linger
         self._urgent: deque[tuple[Entries, Future[list[dict[str, Any]]]]] = deque()
         self._background: deque[tuple[Entries, Future[list[dict[str, Any]]]]] = deque()
+        #: Urgent submissions of event loop threads, and whether a commit is scheduled.
+        self._in_loop: deque[tuple[Entries, Future[list[dict[str, Any]]]]] = deque()
+        self._loop_commit_due = False
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
@@ -181,12 +195,30 @@ class Journal:
         once on disk."""
         if future is None:
             future = Future()
+        loop = asyncio._get_running_loop() if urgent else None
         with self._cond:
             if self._closed:
                 raise JournalClosed("the journal is closed")
-            (self._urgent if urgent else self._background).append((entries, future))
-            self._cond.notify()
+            if loop is not None:
+                self._in_loop.append((entries, future))
+                due, self._loop_commit_due = self._loop_commit_due, True
+                if not due:
+                    loop.call_soon(self._commit_in_loop)
+            else:
+                (self._urgent if urgent else self._background).append((entries, future))
+                self._cond.notify()
         return future
+
+    def _commit_in_loop(self) -> None:
+        with self._cond:
+            self._loop_commit_due = False
+            batch = self._take_batch(self._in_loop, self.max_batch)
+            if self._in_loop:  # more than one commit holds: the rest in the next pass
+                self._loop_commit_due = True
+                asyncio.get_running_loop().call_soon(self._commit_in_loop)
+            batch += self._take_batch(self._background, self.background_batch)
+        if batch:
+            self._commit(batch)
 
     def flush(self, timeout: float) -> None:
         """Wait up to `timeout` seconds for what was submitted so far to be committed."""
@@ -208,9 +240,14 @@ class Journal:
             with self._cond:
                 while not (self._urgent or self._background or self._closed):
                     self._cond.wait()
-                if not (self._urgent or self._background):
+                if not (self._urgent or self._background or self._in_loop):
                     return
+                if not (self._urgent or self._closed):
+                    # Only analyses: a commit in the loop may take them along.
+                    self._cond.wait(self.background_linger)
                 batch = self._take_batch(self._urgent, self.max_batch)
+                if self._closed:  # a loop that ended before its scheduled commit
+                    batch += self._take_batch(self._in_loop, self.max_batch)
                 batch += self._take_batch(self._background, self.background_batch)
             if batch:
                 self._commit(batch)
@@ -292,6 +329,7 @@ class _Handoff:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self._thread = threading.get_ident()
         self._lock = threading.Lock()
         self._settled: list[tuple[asyncio.Future[Any], Future[Any]]] = []
 
@@ -302,6 +340,9 @@ class _Handoff:
         return waiter
 
     def _done(self, waiter: asyncio.Future[Any], done: Future[Any]) -> None:  # any thread
+        if threading.get_ident() == self._thread:  # committed in the loop: no wake-up
+            self._settle(waiter, done)
+            return
         with self._lock:
             self._settled.append((waiter, done))
             if len(self._settled) > 1:
@@ -313,14 +354,18 @@ class _Handoff:
         with self._lock:
             settled, self._settled = self._settled, []
         for waiter, done in settled:
-            if waiter.cancelled():
-                continue
-            if done.cancelled():
-                waiter.cancel()
-            elif (exc := done.exception()) is not None:
-                waiter.set_exception(exc)
-            else:
-                waiter.set_result(done.result())
+            self._settle(waiter, done)
+
+    @staticmethod
+    def _settle(waiter: asyncio.Future[Any], done: Future[Any]) -> None:
+        if waiter.cancelled():
+            return
+        if done.cancelled():
+            waiter.cancel()
+        elif (exc := done.exception()) is not None:
+            waiter.set_exception(exc)
+        else:
+            waiter.set_result(done.result())
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,21 +390,18 @@ class Recovery:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Job:
-    notification_id: str
-    notification: Notification
-    #: Admitted through the bounded queue (recovered jobs are not).
-    holds_slot: bool
-
-
 class Listener:
-    """Admission, group-commit journal, analysis workers and crash recovery."""
+    """Admission, group-commit journal, analysis and crash recovery.
+
+    Analysis runs on `workers` threads of this process with `service`, `context_for`
+    and `remediator`; or, given an `engine`, in a process of its own that builds all
+    three from the engine's settings (`market_agent.analysis_process`).
+    """
 
     def __init__(
         self,
         audit: AuditLog,
-        service: Service,
+        service: Service | None,
         *,
         metrics: ListenMetrics | None = None,
         queue_size: int = 1000,
@@ -367,27 +409,60 @@ class Listener:
         context_for: ContextProvider | None = None,
         remediator: Remediator | None = None,
         dedup_max_keys: int = DEDUP_MAX_KEYS,
+        engine: EngineSpec | None = None,
     ) -> None:
         self.audit = audit
-        self.service = service
         self.metrics = metrics or ListenMetrics()
-        self.context_for = context_for
-        self.remediator = remediator
         self.journal = Journal(audit, self.metrics)
         self._dedup = DedupIndex(dedup_max_keys)
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(queue_size)
         self._backlog_limit = max(1, int(queue_size * BACKPRESSURE_SHARE))
-        self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._workers = [
-            threading.Thread(target=self._work, name=f"analysis-{n}", daemon=True)
-            for n in range(workers)
-        ]
-        self._started = False
+        self._queue: queue.Queue[Job | None] = queue.Queue()
         self._stopping = threading.Event()
+        self._analysis = self._analysis_for(engine, service, workers, context_for, remediator)
+        self._started = False
         self._lock_fd: int | None = None
         self._handoffs: _Handoff | None = None
         self.metrics.queue_depth.set_function(lambda: self.depth)
+
+    def _analysis_for(
+        self,
+        engine: EngineSpec | None,
+        service: Service | None,
+        workers: int,
+        context_for: ContextProvider | None,
+        remediator: Remediator | None,
+    ) -> Workers | ProcessAnalysis:
+        if engine is not None:
+            from market_agent.analysis_process import ProcessAnalysis
+
+            return ProcessAnalysis(
+                engine,
+                self._queue,
+                self._commit,
+                stopping=self._stopping,
+                on_take=self._taken,
+                on_failed=self._give_up,
+                on_restart=self.metrics.analysis_restarts.inc,
+            )
+        if service is None:
+            raise ValueError("a Listener needs an analysis service or an engine")
+        return Workers(
+            self._queue,
+            service,
+            self._commit_and_wait,
+            count=workers,
+            stopping=self._stopping,
+            context_for=context_for,
+            remediator=remediator,
+            on_take=self._taken,
+        )
+
+    @property
+    def analysis_pid(self) -> int | None:
+        """The analysis process's pid (None when analysis runs in threads here)."""
+        return getattr(self._analysis, "pid", None)
 
     # Life cycle ----------------------------------------------------------------
 
@@ -397,8 +472,7 @@ class Listener:
         self._lock_fd = _lock_exclusively(self.audit.path)
         recovery = self._recover()
         self.journal.start()
-        for worker in self._workers:
-            worker.start()
+        self._analysis.start()
         self._started = True
         return recovery
 
@@ -427,11 +501,7 @@ class Listener:
                 self._queue.all_tasks_done.wait(min(remaining, 0.1))
             left = self._queue.unfinished_tasks
         self._stopping.set()
-        for _ in self._workers:
-            self._queue.put(None)
-        for worker in self._workers:  # each takes a sentinel: the queue is empty after this
-            if worker.is_alive():
-                worker.join(timeout=1.0)
+        self._analysis.stop()
         self.journal.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -455,7 +525,7 @@ class Listener:
             await self._backpressure()
         with self._lock:
             in_flight = self._dedup.lookup(keys)
-            claim = self._claim(notification, keys) if in_flight is None else None
+            claim = self._claim(notification, keys, payload) if in_flight is None else None
         if claim is not None:
             job, future = claim
             waiter = self._handoff().wait(future)
@@ -483,8 +553,8 @@ class Listener:
         return handoff
 
     def _claim(
-        self, notification: Notification, keys: list[str]
-    ) -> tuple[_Job, Future[list[dict[str, Any]]]]:
+        self, notification: Notification, keys: list[str], payload: Mapping[str, Any] | None
+    ) -> tuple[Job, Future[list[dict[str, Any]]]]:
         """A queue slot, an id, and the alert keys reserved for the commit to come.
 
         Under the listener's lock; the future settles even if the request goes away.
@@ -493,7 +563,7 @@ class Listener:
             raise JournalClosed("the listener is shutting down")
         if not self._slots.acquire(blocking=False):
             raise QueueFull(f"the analysis queue is full ({self.depth} waiting)")
-        job = _Job(new_id(), notification, holds_slot=True)
+        job = Job(new_id(), notification, holds_slot=True, payload=payload)
         future: Future[list[dict[str, Any]]] = Future()
         self._dedup.reserve(keys, future)
         future.add_done_callback(lambda done: self._committed(done, job, keys))
@@ -501,7 +571,7 @@ class Listener:
 
     def _journal_new(
         self,
-        job: _Job,
+        job: Job,
         keys: list[str],
         payload: Mapping[str, Any] | None,
         future: Future[list[dict[str, Any]]],
@@ -513,7 +583,7 @@ class Listener:
         except Exception as exc:  # JournalClosed, or a bug: the claim is given back
             future.set_exception(exc)
 
-    def _committed(self, future: Future[Any], job: _Job, keys: list[str]) -> None:
+    def _committed(self, future: Future[Any], job: Job, keys: list[str]) -> None:
         ok = not future.cancelled() and future.exception() is None
         with self._lock:
             self._dedup.settle(keys, future, committed=ok)
@@ -527,83 +597,54 @@ class Listener:
             described = _describe(job.notification)
             log.info("accepted notification %s: %s", job.notification_id, described)
 
-    # Analysis (worker threads) ----------------------------------------------------
+    # Analysis (workers here, or the analysis process) -----------------------------
 
-    def _work(self) -> None:
-        running = True
-        while running:
-            first = self._queue.get()
-            taken: list[_Job] = []
-            try:
-                running = self._run_batch(first, taken)
-            finally:
-                for _ in range(len(taken) + (not running)):
-                    self._queue.task_done()
+    def _taken(self, job: Job) -> None:
+        if job.holds_slot:
+            self._slots.release()
 
-    def _run_batch(self, item: _Job | None, taken: list[_Job]) -> bool:
-        """Analyse `item`, and more queued jobs while the batch is quick; one commit for all.
+    def _commit(self, batch: Batch, on_done: Callable[[bool], None]) -> None:
+        """Journal a batch of analysis records; `on_done(committed)` once settled."""
 
-        Rule analyses then share a commit instead of each waiting for an fsync; a slow
-        (LLM) analysis closes its batch at once. False once told to stop.
-        """
-        entries: list[Prepared] = []
-        done: list[tuple[_Job, Analysis]] = []
-        started = time.monotonic()
-        while item is not None:
-            taken.append(item)
-            if item.holds_slot:
-                self._slots.release()
-            if not self._stopping.is_set():
-                self._analyse(item, entries, done)
-            if len(taken) >= WORKER_BATCH or time.monotonic() - started > WORKER_BATCH_SECONDS:
-                break
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-        if entries:
-            self._journal_analyses(entries, done, taken)
-        return item is not None
+        def settled(future: Future[list[dict[str, Any]]]) -> None:
+            exc = future.exception()
+            if exc is None:
+                self._count(batch)
+            else:
+                self._not_journaled(batch, exc)
+            on_done(exc is None)
 
-    def _analyse(
-        self, job: _Job, entries: list[Prepared], done: list[tuple[_Job, Analysis]]
-    ) -> None:
-        """Analyse one job; its record is prepared here, in parallel with journal commits."""
         try:
-            analysis = self.service.analyze(
-                job.notification,
-                source=SOURCE,
-                context=self._context(job.notification),
-                notification_id=job.notification_id,
-            )
-            entry = prepare("analysis", analysis.to_json_dict())
-        except Exception as exc:
-            entries.append(prepare("analysis_failed", self._failure(job, exc)))
-            return
-        entries.append(entry)
-        done.append((job, analysis))
+            self.journal.submit(batch.entries).add_done_callback(settled)
+        except JournalClosed as exc:
+            self._not_journaled(batch, exc)
+            on_done(False)
 
-    def _journal_analyses(
-        self, entries: list[Prepared], done: list[tuple[_Job, Analysis]], jobs: list[_Job]
-    ) -> None:
-        try:
-            self.journal.submit(entries).result()
-        except (AuditError, JournalClosed) as exc:
-            self.metrics.analysis_failures.inc(len(entries))
-            log.error(
-                "%d analyses not journaled (%s); retrying in %g s", len(entries), exc, RETRY_SECONDS
-            )
-            self._retry_later(jobs)
-            return
-        for job, analysis in done:
-            self._observe(analysis)
-            if self.remediator is not None:
-                try:
-                    self.remediator.handle(analysis, job.notification)
-                except Exception:
-                    log.exception("remediation of %s failed", job.notification_id)
+    def _commit_and_wait(self, batch: Batch) -> bool:
+        outcome: Future[bool] = Future()
+        self._commit(batch, outcome.set_result)
+        return outcome.result()
 
-    def _retry_later(self, jobs: list[_Job]) -> None:
+    def _count(self, batch: Batch) -> None:
+        metrics = self.metrics
+        for seen in batch.observations:
+            metrics.analyses.labels(seen.analyzer, seen.severity).inc()
+            if seen.llm_latency_s is not None:
+                metrics.llm_latency.observe(seen.llm_latency_s)
+        if batch.failures:
+            metrics.analysis_failures.inc(batch.failures)
+
+    def _not_journaled(self, batch: Batch, exc: BaseException) -> None:
+        self.metrics.analysis_failures.inc(len(batch.entries))
+        log.error(
+            "%d analyses not journaled (%s); retrying in %g s",
+            len(batch.entries),
+            exc,
+            RETRY_SECONDS,
+        )
+        self._retry_later(batch.jobs)
+
+    def _retry_later(self, jobs: list[Job]) -> None:
         """Analyse again once the journal may work again (disk space back); whatever is
         still unanalysed at a stop is redone at the next start anyway."""
         retry = [dataclasses.replace(job, holds_slot=False) for job in jobs]
@@ -617,41 +658,12 @@ class Listener:
         timer.daemon = True
         timer.start()
 
-    def _context(self, notification: Notification) -> Mapping[str, Any]:
-        if self.context_for is None:
-            return {}
-        try:
-            return self.context_for(notification)
-        except Exception as exc:  # context is a help, never a reason not to analyse
-            log.warning("context gathering failed: %s", type(exc).__name__)
-            return {}
-
-    def _observe(self, analysis: Analysis) -> None:
-        self.metrics.analyses.labels(analysis.analyzer, analysis.severity.value).inc()
-        if analysis.analyzer == "llm" and analysis.usage is not None:
-            self.metrics.llm_latency.observe(analysis.usage.latency_ms / 1000)
-        log.info(
-            "analysed %s: %s %s, proposed action %s (%s%s)",
-            analysis.notification_id,
-            analysis.severity.value,
-            analysis.issue_type.value,
-            analysis.proposed_action,
-            analysis.analyzer,
-            f", fallback: {analysis.fallback_reason}" if analysis.fallback_reason else "",
-        )
-
-    def _failure(self, job: _Job, exc: Exception) -> dict[str, Any]:
-        """The `analysis_failed` record: journaled so a restart does not retry forever."""
-        error_id = new_id()[:12]
+    def _give_up(self, job: Job, why: str) -> None:
+        """Record a job the analysis process kept dying on (it is not retried)."""
+        record = failure_record(job.notification_id, "AnalysisProcessDied", why=why)
         self.metrics.analysis_failures.inc()
-        log.error(
-            "analysis of %s failed (error id %s)", job.notification_id, error_id, exc_info=exc
-        )
-        return {
-            "notification_id": job.notification_id,
-            "error": type(exc).__name__,
-            "error_id": error_id,
-        }
+        with contextlib.suppress(JournalClosed):
+            self.journal.submit([prepare("analysis_failed", record)])
 
     # Recovery ----------------------------------------------------------------------
 
@@ -681,7 +693,9 @@ class Listener:
             self._record_failure_at_start(notification_id, exc)
             return
         self.metrics.recovered.inc()
-        self._queue.put(_Job(notification_id, notification, holds_slot=False))
+        payload = record.get("payload")
+        job = Job(notification_id, notification, holds_slot=False, payload=payload)
+        self._queue.put(job)
 
     def _record_failure_at_start(self, notification_id: str, exc: Exception) -> None:
         log.error("journaled notification %s cannot be read back; not analysed", notification_id)

@@ -29,6 +29,8 @@ REJECT_REASONS = (
     "internal",
 )
 LLM_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 20, 30, 60)
+#: Acknowledgement latency: from the request's headers to the answer (journal included).
+ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
 class ListenMetrics:
@@ -76,6 +78,11 @@ class ListenMetrics:
             "Notifications whose analysis failed or could not be journaled.",
             registry=r,
         )
+        self.analysis_restarts = Counter(
+            "market_agent_analysis_process_restarts",
+            "Times the analysis process died and was started again.",
+            registry=r,
+        )
         self.llm_latency = Histogram(
             "market_agent_llm_latency_seconds",
             "Latency of LLM analyses that succeeded.",
@@ -95,6 +102,13 @@ class ListenMetrics:
         self.journal_commits = Counter(
             "market_agent_journal_commits",
             "Audit log group commits (one write and one fsync each).",
+            registry=r,
+        )
+        self.webhook_seconds = Histogram(
+            "market_agent_webhook_duration_seconds",
+            "Time from a webhook request's arrival to its answer, by status code class.",
+            ["code"],
+            buckets=ACK_BUCKETS,
             registry=r,
         )
         self.journal_records = Counter(

@@ -7,6 +7,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+from pydantic_core import SchemaValidator, ValidationError, core_schema
+
 REDACTED = "[REDACTED]"
 
 _SECRET_KEY = re.compile(
@@ -64,6 +67,23 @@ _RULES: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
 
 _ALL_TRIGGERS = tuple(dict.fromkeys(t for triggers, _, _ in _RULES for t in triggers))
 
+#: For `may_hold_secrets`: one case-insensitive search for what every ASCII text that a
+#: pattern of `_RULES` (or a key that `_SECRET_KEY`) matches contains. Narrower than
+#: the per-string triggers above: "key" and "://" are in every notification (groupKey,
+#: generatorURL), while the patterns need "api_key" or the like, or an "@" after the
+#: "://". Rust's regex engine (pydantic-core's) scans a payload in a few microseconds,
+#: where Python's `re` or thirty `in` tests take ten times as long.
+_PAYLOAD_TRIGGERS = SchemaValidator(
+    core_schema.str_schema(
+        pattern=(
+            r"(?i)bearer|basic|token|pass|pwd|secret|credential|api[_-]?key|access[_-]?key"
+            r"|private[_-]?key|@|sk-|gh[pousr]_|xox|akia|asia|eyj|-----begin|auth|session"
+            r"|cookie"
+        ),
+        regex_engine="rust-regex",
+    )
+)
+
 
 def redact_text(text: str) -> str:
     """`text` with obvious secrets replaced by `[REDACTED]`."""
@@ -103,6 +123,25 @@ def redact_labels(values: Mapping[str, str]) -> dict[str, str]:
         key: REDACTED if _is_secret_key(key) else redact_text(value)
         for key, value in values.items()
     }
+
+
+def may_hold_secrets(value: Any) -> bool:
+    """False only when `redact_payload(value)` certainly equals `value`.
+
+    One serialisation and one search, instead of a walk over every string: most alert
+    payloads hold no secret, and for them this is several times quicker.
+    """
+    try:
+        text = orjson.dumps(value)
+    except TypeError:  # not plain JSON: let the walk decide
+        return True
+    if not text.isascii():  # re.IGNORECASE folds some non-ASCII letters to ASCII ones
+        return True
+    try:
+        _PAYLOAD_TRIGGERS.validate_python(text.decode("ascii"))
+    except ValidationError:  # no match: no trigger anywhere
+        return False
+    return True
 
 
 def redact_payload(value: Any) -> Any:

@@ -38,6 +38,7 @@ from market_agent.models import Notification, new_id
 
 if TYPE_CHECKING:
     from market_agent.analysis.run import ContextProvider
+    from market_agent.analysis_process import EngineSpec
     from market_agent.audit import AuditLog
     from market_agent.config import ListenSettings, Settings
 
@@ -111,6 +112,13 @@ class WebhookApp:
         return await handler(scope, receive)
 
     async def _webhook(self, scope: Scope, receive: Receive) -> Response:
+        started = time.perf_counter()
+        response = await self._webhook_response(scope, receive)
+        code = f"{response.status // 100}xx"
+        self.metrics.webhook_seconds.labels(code).observe(time.perf_counter() - started)
+        return response
+
+    async def _webhook_response(self, scope: Scope, receive: Receive) -> Response:
         if not self._authorized(scope):
             challenge = (b"www-authenticate", b'Bearer realm="market-agent"')
             return self._reject(
@@ -308,13 +316,16 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def run_listener(
     settings: Settings,
     audit: AuditLog | None,
-    service: Service,
+    service: Service | None,
     *,
     context_for: ContextProvider | None = None,
     remediator: Remediator | None = None,
+    engine: EngineSpec | None = None,
 ) -> int:
     """`market-agent listen`: recover, serve until SIGTERM/SIGINT, drain, stop.
 
+    Analysis runs with `service`, `context_for` and `remediator` on threads here, or,
+    given an `engine`, in a process of its own that builds them from its settings.
     Returns how many acknowledged notifications were left unanalysed when the grace
     period ran out (journaled, so analysed at the next start).
     """
@@ -336,6 +347,7 @@ def run_listener(
         workers=options.workers,
         context_for=context_for,
         remediator=remediator,
+        engine=engine,
     )
     try:
         recovery = listener.start()

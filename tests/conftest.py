@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,13 @@ def isolated_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def audit_path(tmp_path: Path) -> Path:
     return tmp_path / "home" / "state" / "market-agent" / "audit.jsonl"
+
+
+@pytest.fixture
+def silent_llm() -> Iterator[str]:
+    """A loopback endpoint that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    sock.close()

@@ -97,25 +97,81 @@ def test_a_request_gone_before_its_commit_is_still_journaled_and_analysed(
     make_listener, audit
 ) -> None:
     listener = make_listener()
-    release = threading.Event()
-    original = audit.append_many
 
-    def slow(entries: Any) -> Any:
-        release.wait(5)
-        return original(entries)
-
-    audit.append_many = slow  # type: ignore[method-assign]
-
-    async def cancel_while_committing() -> None:
+    async def cancel_before_the_commit() -> None:
         task = asyncio.ensure_future(listener.admit(make_notification("gone")))
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # the task submitted its record; the commit is due next
         task.cancel()
-        release.set()
         await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
 
-    asyncio.run(cancel_while_committing())
+    asyncio.run(cancel_before_the_commit())
     assert listener.stop(10) == 0
     assert kinds(audit.path) == {"notification": 1, "analysis": 1}
+
+
+def test_acknowledgements_are_committed_in_the_event_loop_thread(tmp_path: Path) -> None:
+    """No hand-off to the writer thread and back: the answer waits for no other thread."""
+    audit = AuditLog(tmp_path / "audit.jsonl", fsync=False)
+    committers: list[str] = []
+    original = audit.append_many
+
+    def recording(entries: Any) -> Any:
+        committers.append(threading.current_thread().name)
+        return original(entries)
+
+    audit.append_many = recording  # type: ignore[method-assign]
+    journal = Journal(audit, ListenMetrics())
+    journal.start()
+
+    async def acknowledge() -> list[Any]:
+        futures = [
+            journal.submit([prepare("notification", {"n": n})], urgent=True) for n in range(5)
+        ]
+        return [await asyncio.wrap_future(f) for f in futures]
+
+    try:
+        results = asyncio.run(acknowledge())
+    finally:
+        journal.close()
+    assert [r[0]["seq"] for r in results] == [1, 2, 3, 4, 5]
+    assert committers == [threading.current_thread().name]  # one commit, in the loop's thread
+
+
+def test_a_loop_that_ends_before_its_commit_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    class StoppedLoop:
+        """A loop whose scheduled callbacks never run (it was closed meanwhile)."""
+
+        def call_soon(self, callback: Any, *args: Any) -> None:
+            pass
+
+    journal = Journal(AuditLog(tmp_path / "audit.jsonl"), ListenMetrics())
+    journal.start()
+    monkeypatch.setattr(asyncio, "_get_running_loop", StoppedLoop)
+    stranded = journal.submit([prepare("notification", {"n": 1})], urgent=True)
+    monkeypatch.undo()
+    journal.close()
+    assert stranded.result(5)[0]["seq"] == 1
+
+
+def test_analyses_ride_along_with_a_commit_in_the_loop(tmp_path: Path) -> None:
+    audit = AuditLog(tmp_path / "audit.jsonl", fsync=False)
+    journal = Journal(audit, ListenMetrics(), background_linger=5.0)
+    journal.start()
+
+    async def both() -> None:
+        analysis = journal.submit([prepare("analysis", {"n": 1})])  # the writer lingers...
+        notification = journal.submit([prepare("notification", {"n": 2})], urgent=True)
+        await asyncio.wrap_future(notification)  # ...and the loop's commit takes it along
+        assert analysis.done()
+
+    try:
+        asyncio.run(both())
+    finally:
+        journal.close()
+    assert journal.metrics.journal_commits._value.get() == 1
 
 
 def test_other_writers_between_commits_keep_one_chain(make_listener, audit) -> None:

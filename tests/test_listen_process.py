@@ -38,16 +38,6 @@ def notification(n: int) -> bytes:
     return json.dumps(body).encode()
 
 
-@pytest.fixture
-def silent_llm() -> Iterator[str]:
-    """A loopback endpoint that accepts connections and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    sock.close()
-
-
 class Agent:
     def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.tmp_path = tmp_path

@@ -6,7 +6,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from market_agent.analysis.base import Analyzer, Judgement, is_managed, severity_from_label
-from market_agent.models import AlertSummary, Analysis, Notification, Severity, Verdict
+from market_agent.models import (
+    AlertSummary,
+    Analysis,
+    Notification,
+    Severity,
+    Verdict,
+    new_id,
+    utc_now,
+)
 
 
 class PolicyViolation(Exception):
@@ -41,8 +49,12 @@ class AnalysisService:
         context = dict(context or {})
         judgement, fallback_reason = self._judge(notification, context)
         # Every part is already validated (the verdict, the notification): skip a second pass.
+        # `id` and `created_at` are given, not left to their factories: model_construct
+        # inspects a factory's signature on every call.
         return Analysis.model_construct(
             **dict(judgement.verdict),
+            id=new_id(),
+            created_at=utc_now(),
             source=source,
             group_key=notification.group_key,
             status=notification.status,

@@ -25,6 +25,15 @@ def listen(
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, help="Analysis threads [default: 2].")
     ] = None,
+    analysis: Annotated[
+        str | None,
+        typer.Option(
+            "--analysis",
+            metavar="process|threads",
+            help="Analyse in a process of its own (a second core) or in threads beside "
+            "the HTTP server [default: process].",
+        ),
+    ] = None,
     queue_size: Annotated[
         int | None,
         typer.Option(
@@ -65,7 +74,8 @@ def listen(
     period, exit 0. The token comes from --token-file, listen.token_file or
     listen.token ($MARKET_AGENT_LISTEN__TOKEN). Every analysis goes through the
     guarded action pipeline: in safety mode (the default) proposals are only
-    recorded; --auto-remediate lets allowed actions run.
+    recorded; --auto-remediate lets allowed actions run. Analysis runs in a
+    process of its own by default, so that it has a core to itself.
     """
     from market_agent.server import run_listener
 
@@ -77,6 +87,7 @@ def listen(
             "listen.token_file": token_file,
             "listen.insecure_no_auth": insecure_no_auth or None,
             "listen.workers": workers,
+            "listen.analysis": analysis,
             "listen.queue_size": queue_size,
             "listen.grace_period": grace_period,
             "listen.log_format": log_format,
@@ -85,10 +96,18 @@ def listen(
         }
     )
     ctx.call_on_close(state.close)
-    run_listener(
-        state.settings,
-        state.audit_log,
-        state.analysis_service(use_llm=not no_llm),
-        context_for=state.context_provider(),
-        remediator=state.remediator(),
-    )
+    settings = state.settings
+    # Built here even when a process of its own analyses: a bad analyzer or action
+    # configuration is then a start-up error (exit 2), not a crashing child.
+    service = state.analysis_service(use_llm=not no_llm)
+    remediator = state.remediator()
+    if settings.listen.analysis == "process":
+        from market_agent.analysis_process import EngineSpec
+
+        engine = EngineSpec(settings, use_llm=not no_llm)
+        run_listener(settings, state.audit_log, None, engine=engine)
+    else:
+        context_for = state.context_provider()
+        run_listener(
+            settings, state.audit_log, service, context_for=context_for, remediator=remediator
+        )

@@ -1,0 +1,452 @@
+"""`listen`'s analysis in a process of its own, so that it runs on a second core.
+
+One Python process is bound to one core by its GIL: analysing in threads beside the
+HTTP server and the journal left both at half speed. Here the listener's process
+keeps HTTP, validation and the journal; a child process (spawned, not forked: the
+listener has threads and open files) builds its own analysis service, context
+provider and remediator from the same settings and runs the same worker threads
+(`market_agent.workers`). The journal stays single-writer, in the parent:
+
+    parent -> child   ("jobs", generation, [(notification id, payload JSON), ...])
+    child  -> parent  ("batch", batch id, [notification id, ...], [(kind, parts)],
+                       [observation], failures)
+    parent -> child   ("answer", generation, batch id, committed?)
+    parent -> child   ("stop", generation)
+
+A batch's analyses are remediated in the child once the parent answers that their
+records are on disk, exactly as in-process workers do after their commit. If the
+child dies, the jobs it held are queued again for a new child (a job that was in
+hand at three deaths is recorded as `analysis_failed` instead: it may be what kills
+it); their notifications are journaled, so nothing acknowledged is lost even if the
+listener dies too. The child ignores SIGINT and SIGTERM (a terminal or systemd sends
+them to the whole group): it stops when the listener tells it to, or when the pipe
+closes because the listener is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from market_agent.audit import Prepared, prepare
+from market_agent.workers import Batch, Job, Observation, Workers, failure_record
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from market_agent.config import Settings
+
+log = logging.getLogger("market_agent.listen")
+
+#: Jobs handed to the child and not yet back in a batch: enough to keep its workers
+#: busy, few enough that a death re-queues little.
+IN_FLIGHT = 256
+#: Jobs per message to the child.
+SEND_BATCH = 64
+#: A job in hand at this many deaths of the child is recorded as failed.
+MAX_CRASHES = 3
+RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+#: What a terminal (Ctrl-C) or systemd (stop) sends to every process of the group.
+GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+STOP_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What the analysis process builds its service, context and remediator from."""
+
+    settings: Settings
+    use_llm: bool = True
+
+    @property
+    def workers(self) -> int:
+        return self.settings.listen.workers
+
+
+class ProcessAnalysis:
+    """The listener's side: feeds queued jobs to the child, journals its batches.
+
+    `commit(batch, on_done)` journals a batch's records without blocking and calls
+    `on_done(committed)` once they are on disk (or could not be written); `on_take`
+    is called as each job leaves the queue, `on_failed(job, why)` for a job given up
+    on (already counted done), `on_restart()` each time a dead child is replaced.
+    """
+
+    def __init__(
+        self,
+        spec: EngineSpec,
+        jobs: queue.Queue[Job | None],
+        commit: Callable[[Batch, Callable[[bool], None]], None],
+        *,
+        stopping: threading.Event,
+        on_take: Callable[[Job], None],
+        on_failed: Callable[[Job, str], None],
+        on_restart: Callable[[], None],
+    ) -> None:
+        self.spec = spec
+        self.jobs = jobs
+        self.commit = commit
+        self.stopping = stopping
+        self.on_take = on_take
+        self.on_failed = on_failed
+        self.on_restart = on_restart
+        self._context = multiprocessing.get_context("spawn")
+        self._cond = threading.Condition()
+        self._conn: Connection | None = None
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._generation = 0
+        #: notification id -> job, for the jobs the current child holds.
+        self._in_flight: dict[str, Job] = {}
+        self._room = threading.Semaphore(IN_FLIGHT)
+        self._outbox: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self._closing = False
+        #: Deaths since a child last delivered a batch (how long to wait before the next).
+        self._deaths = 0
+        self._threads = [
+            threading.Thread(target=self._dispatch, name="analysis-dispatch", daemon=True),
+            threading.Thread(target=self._write, name="analysis-write", daemon=True),
+            threading.Thread(target=self._read, name="analysis-read", daemon=True),
+        ]
+
+    @property
+    def pid(self) -> int | None:
+        process = self._process
+        return process.pid if process is not None else None
+
+    def start(self) -> None:
+        self._spawn()
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Tell the child to stop (what it holds stays journaled), wait, then end threads."""
+        with self._cond:
+            self._closing = True
+            generation = self._generation
+            self._cond.notify_all()
+        self.jobs.put(None)  # the dispatcher's sentinel
+        self._outbox.put(("stop", generation))
+        process = self._process
+        if process is not None:
+            process.join(timeout)
+            if process.is_alive():  # it ignores SIGTERM
+                log.warning("the analysis process did not stop in %g s: killing it", timeout)
+                process.kill()
+                process.join(1.0)
+        self._outbox.put(None)
+        for thread in self._threads:
+            thread.join(1.0)
+
+    # Child life cycle ------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        parent, child = self._context.Pipe()
+        process = self._context.Process(
+            target=child_main, args=(child, self.spec), name="market-agent-analysis", daemon=True
+        )
+        process.start()
+        child.close()
+        with self._cond:
+            self._conn, self._process = parent, process
+            self._generation += 1
+            self._cond.notify_all()
+        log.info("analysis process %d started", process.pid)
+
+    def _child_died(self, conn: Connection) -> bool:
+        """Re-queue what the dead child held and start another. False: stopping instead."""
+        with self._cond:
+            if conn is not self._conn:
+                return True
+            held = list(self._in_flight.values())
+            self._in_flight.clear()
+            self._conn = None
+            process = self._process
+        conn.close()
+        if process is not None:
+            process.join(1.0)
+        if self._closing:
+            return False
+        log.error(
+            "analysis process exited unexpectedly (exit code %s) holding %d jobs; restarting",
+            process.exitcode if process is not None else None,
+            len(held),
+        )
+        self._requeue(held)
+        self.on_restart()
+        return self._respawn()
+
+    def _requeue(self, held: list[Job]) -> None:
+        for job in held:
+            again = dataclasses.replace(job, holds_slot=False, crashes=job.crashes + 1)
+            if again.crashes >= MAX_CRASHES:
+                self.on_failed(again, f"the analysis process died {again.crashes} times with it")
+            else:
+                self.jobs.put(again)
+            self.jobs.task_done()
+            self._room.release()
+
+    def _respawn(self) -> bool:
+        """Start a new child after a pause that grows with consecutive deaths."""
+        while True:
+            delay = RESTART_DELAYS[min(self._deaths, len(RESTART_DELAYS) - 1)]
+            self._deaths += 1
+            if self.stopping.wait(delay) or self._closing:
+                return False
+            try:
+                self._spawn()
+                return True
+            except OSError as exc:
+                log.error("cannot start the analysis process: %s", exc)
+
+    # Threads --------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        """Queued jobs -> the child, SEND_BATCH at a time, at most IN_FLIGHT held."""
+        while True:
+            self._room.acquire()
+            job = self.jobs.get()
+            if job is None:
+                self.jobs.task_done()
+                self._room.release()
+                return
+            batch = [job]
+            while len(batch) < SEND_BATCH and self._room.acquire(blocking=False):
+                try:
+                    more = self.jobs.get_nowait()
+                except queue.Empty:
+                    self._room.release()
+                    break
+                if more is None:
+                    self.jobs.put(None)  # keep the sentinel for the next round
+                    self.jobs.task_done()
+                    self._room.release()
+                    break
+                batch.append(more)
+            self._hand_over(batch)
+
+    def _hand_over(self, batch: list[Job]) -> None:
+        for job in batch:
+            self.on_take(job)
+        items = [(job.notification_id, _payload_json(job)) for job in batch]
+        with self._cond:
+            while self._conn is None and not self._closing:
+                self._cond.wait()
+            if self._closing:  # left journaled: analysed at the next start
+                for _ in batch:
+                    self.jobs.task_done()
+                    self._room.release()
+                return
+            for job in batch:
+                self._in_flight[job.notification_id] = job
+            generation = self._generation
+        self._outbox.put(("jobs", generation, items))
+
+    def _write(self) -> None:
+        """The only thread that writes to the child; messages of a dead child are dropped."""
+        while True:
+            message = self._outbox.get()
+            if message is None:
+                return
+            with self._cond:
+                conn = self._conn if message[1] == self._generation else None
+            if conn is None:
+                continue
+            with contextlib.suppress(OSError, ValueError):  # dead child: `_read` sees it
+                conn.send(message)
+
+    def _read(self) -> None:
+        """Batches from the child -> the journal; a closed pipe is a dead (or done) child."""
+        while True:
+            with self._cond:
+                while self._conn is None and not self._closing:
+                    self._cond.wait()
+                conn, generation = self._conn, self._generation
+            if conn is None:
+                return
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                if not self._child_died(conn):
+                    return
+                continue
+            if message[0] == "batch":
+                self._journal(generation, *message[1:])
+            elif message[0] == "ready":
+                log.info("analysis process %d ready", message[1])
+
+    def _journal(
+        self,
+        generation: int,
+        batch_id: int,
+        ids: list[str],
+        entries: list[tuple[str, tuple[str, str, str]]],
+        observations: list[tuple[str, str, float | None]],
+        failures: int,
+    ) -> None:
+        with self._cond:
+            jobs = [job for i in ids if (job := self._in_flight.pop(i, None)) is not None]
+            self._deaths = 0
+        batch = Batch(
+            jobs=jobs,
+            entries=[Prepared(kind, {}, parts) for kind, parts in entries],
+            failures=failures,
+            observed=[Observation(*o) for o in observations],
+        )
+
+        def done(committed: bool) -> None:
+            self._outbox.put(("answer", generation, batch_id, committed))
+            for _ in jobs:
+                self.jobs.task_done()
+                self._room.release()
+
+        self.commit(batch, done)
+
+
+def _payload_json(job: Job) -> bytes:
+    if job.payload is not None:
+        with contextlib.suppress(TypeError):
+            return orjson.dumps(job.payload)
+    return orjson.dumps(job.notification.model_dump(mode="json", by_alias=True))
+
+
+# The child -------------------------------------------------------------------------
+
+
+def child_main(conn: Connection, spec: EngineSpec) -> None:
+    """Entry point of the analysis process."""
+    for signum in GROUP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    from market_agent.server import configure_logging
+
+    options = spec.settings.listen
+    configure_logging(options.log_format, options.log_level)
+    child = _Child(conn)
+    reader = threading.Thread(target=child.read, name="analysis-read", daemon=True)
+    reader.start()  # drain the pipe at once, even while the engine is being built
+    try:
+        child.run(spec)
+    except Exception:
+        log.exception("the analysis process cannot start")
+        os._exit(1)
+    os._exit(0)  # daemon threads (a remediation in progress) end with the process
+
+
+class _Child:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        self.stopping = threading.Event()
+        self.done = threading.Event()
+        self._send_lock = threading.Lock()
+        self._answers: dict[int, Future[bool]] = {}
+        self._answers_lock = threading.Lock()
+        #: The pipe is closed: no answer will ever come.
+        self._closed = False
+        self._batch_ids = itertools.count(1)
+
+    def run(self, spec: EngineSpec) -> None:
+        from market_agent.app import AppState
+
+        state = AppState.of(spec.settings)
+        try:
+            workers = Workers(
+                self.jobs,
+                state.analysis_service(use_llm=spec.use_llm),
+                self.commit,
+                count=spec.workers,
+                stopping=self.stopping,
+                context_for=state.context_provider(),
+                remediator=state.remediator(),
+            )
+            workers.start()
+            with self._send_lock:
+                self.conn.send(("ready", os.getpid()))
+            self.done.wait()
+            workers.stop(STOP_TIMEOUT)
+        finally:
+            state.close()
+
+    def read(self) -> None:
+        """Jobs and answers in. "stop": take no more jobs, but keep reading answers for
+        the batches in progress; the end of the pipe: the listener is gone."""
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "jobs":
+                self._queue(message[2])
+            elif kind == "answer":
+                with self._answers_lock:
+                    future = self._answers.pop(message[2], None)
+                if future is not None:
+                    future.set_result(message[3])
+            elif kind == "stop":
+                self.stopping.set()
+                self.done.set()
+        self.stopping.set()
+        with self._answers_lock:
+            self._closed = True
+            pending, self._answers = list(self._answers.values()), {}
+        for future in pending:  # nothing more can be journaled
+            future.set_result(False)
+        self.done.set()
+
+    def _queue(self, items: list[tuple[str, bytes]]) -> None:
+        from market_agent.models import Notification
+
+        for notification_id, payload in items:
+            try:
+                notification = Notification.model_validate_json(payload)
+            except ValueError as exc:  # validated by the listener: a bug if it happens
+                why = f"the analysis process cannot read it: {type(exc).__name__}"
+                threading.Thread(target=self._refuse, args=(notification_id, why)).start()
+                continue
+            self.jobs.put(Job(notification_id, notification, holds_slot=False))
+
+    def _refuse(self, notification_id: str, why: str) -> None:
+        record = failure_record(notification_id, "UnreadablePayload", why=why)
+        self._send_batch([notification_id], [prepare("analysis_failed", record)], [], 1)
+
+    def commit(self, batch: Batch) -> bool:
+        """Send the batch's records to the listener; True once it says they are on disk."""
+        ids = [job.notification_id for job in batch.jobs]
+        return self._send_batch(ids, batch.entries, batch.observations, batch.failures)
+
+    def _send_batch(
+        self,
+        ids: list[str],
+        entries: list[Prepared],
+        observations: list[Observation],
+        failures: int,
+    ) -> bool:
+        future: Future[bool] = Future()
+        batch_id = next(self._batch_ids)
+        with self._answers_lock:
+            if self._closed:
+                return False
+            self._answers[batch_id] = future
+        records = [(entry.kind, entry.parts) for entry in entries]
+        message = ("batch", batch_id, ids, records, [dataclasses.astuple(o) for o in observations])
+        try:
+            with self._send_lock:
+                self.conn.send((*message, failures))
+        except (OSError, ValueError):
+            with self._answers_lock:
+                self._answers.pop(batch_id, None)
+            return False
+        return future.result()

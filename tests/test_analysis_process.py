@@ -1,0 +1,207 @@
+"""`listen` with analysis in a process of its own: every notification analysed once,
+whatever happens to that process; the process never outlives the listener."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from market_agent.analysis_process import MAX_CRASHES, EngineSpec
+from market_agent.audit import AuditLog
+from market_agent.config import load_settings
+from market_agent.listener import Listener
+from tests.cli_helpers import run_cli
+from tests.helpers import ManagedProcess, free_port, wait_until
+from tests.test_listen_pipeline import admit, make_notification
+
+TOKEN = "analysis-process-token-31"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "alerts" / "predictor-down.json"
+
+
+def spec_for(audit: Path, **overrides: Any) -> EngineSpec:
+    settings = load_settings(None, {"audit.path": audit, **overrides})
+    return EngineSpec(settings, use_llm=any(key.startswith("llm.") for key in overrides))
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def analyses_per_notification(path: Path) -> Counter[str]:
+    return Counter(r["notification_id"] for r in read(path) if r["kind"] == "analysis")
+
+
+@pytest.fixture
+def started() -> Iterator[list[Listener]]:
+    listeners: list[Listener] = []
+    yield listeners
+    for listener in listeners:
+        listener.stop(5)
+
+
+def start(started: list[Listener], path: Path, spec: EngineSpec) -> Listener:
+    listener = Listener(AuditLog(path), None, engine=spec)
+    listener.start()
+    started.append(listener)
+    return listener
+
+
+@pytest.mark.slow
+def test_every_notification_is_analysed_once_in_the_analysis_process(tmp_path, started):
+    path = tmp_path / "audit.jsonl"
+    listener = start(started, path, spec_for(path))
+    admissions = admit(listener, *(make_notification(f"fp{n}") for n in range(60)))
+    assert listener.analysis_pid not in (None, os.getpid())
+    assert listener.stop(30) == 0
+    ids = {a.notification_id for a in admissions}
+    assert analyses_per_notification(path) == Counter(dict.fromkeys(ids, 1))
+    analyses = [r for r in read(path) if r["kind"] == "analysis"]
+    assert {r["analyzer"] for r in analyses} == {"rules"}
+    assert {r["proposed_action"] for r in analyses} == {"restart"}  # PredictorDown, managed
+    metrics = listener.metrics.exposition().decode()
+    assert 'market_agent_analyses_total{analyzer="rules",severity="critical"} 60.0' in metrics
+    assert AuditLog(path).verify().ok
+
+
+@pytest.mark.slow
+def test_a_killed_analysis_process_is_replaced_and_nothing_is_lost_or_doubled(
+    tmp_path, started, silent_llm
+):
+    path = tmp_path / "audit.jsonl"
+    slow = {"llm.base_url": silent_llm, "llm.timeout": 1.0, "llm.max_retries": 0}
+    listener = start(started, path, spec_for(path, **slow, **{"listen.workers": 2}))
+    first = listener.analysis_pid
+    admissions = admit(listener, *(make_notification(f"fp{n}") for n in range(6)))
+    time.sleep(0.5)  # the child holds jobs now: each waits a second on the silent LLM
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: listener.analysis_pid not in (None, first), 10, message="no new child")
+    assert listener.stop(60) == 0
+    ids = {a.notification_id for a in admissions}
+    assert analyses_per_notification(path) == Counter(dict.fromkeys(ids, 1))
+    assert listener.metrics.analysis_restarts._value.get() == 1
+    assert AuditLog(path).verify().ok
+
+
+@pytest.mark.slow
+def test_a_job_the_analysis_process_keeps_dying_on_is_recorded_as_failed(
+    tmp_path, started, silent_llm
+):
+    path = tmp_path / "audit.jsonl"
+    slow = {"llm.base_url": silent_llm, "llm.timeout": 60.0, "llm.max_retries": 0}
+    listener = start(started, path, spec_for(path, **slow))
+    [admission] = admit(listener, make_notification("poison"))
+    for _ in range(MAX_CRASHES):
+        pid = listener.analysis_pid
+        wait_until(lambda: listener.depth == 1, 10, message="job not in hand")
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda p=pid: listener.analysis_pid not in (None, p), 30, message="no child")
+    wait_until(lambda: listener.depth == 0, 10, message="the job was retried again")
+    [failed] = [r for r in read(path) if r["kind"] == "analysis_failed"]
+    assert failed["notification_id"] == admission.notification_id
+    assert failed["error"] == "AnalysisProcessDied"
+    assert analyses_per_notification(path) == Counter()
+    assert listener.metrics.analysis_failures._value.get() == 1
+
+
+class Agent:
+    """`market-agent listen` as a real process."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.audit = tmp_path / "audit.jsonl"
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        argv = [
+            sys.executable, "-m", "market_agent", "--audit-log", str(self.audit), "listen",
+            "--port", self.url.rsplit(":", 1)[1], "--token-file", str(token_file), *args,
+        ]  # fmt: skip
+        self.process = ManagedProcess(argv, log_path=tmp_path / "listen.log")
+
+    def __enter__(self) -> Agent:
+        self.process.start()
+        self.process.wait_for_http(f"{self.url}/readyz", timeout=20)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.process.stop()
+
+    def post(self, fingerprint: str) -> httpx.Response:
+        body = json.loads(EXAMPLE.read_text())
+        body["alerts"][0]["fingerprint"] = fingerprint
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        return httpx.post(f"{self.url}/webhook/alerts", json=body, headers=headers, timeout=5)
+
+    def child_pid(self) -> int:
+        """The analysis process, once it is ready (it ignores the group's signals)."""
+        found = wait_until(
+            lambda: re.search(r"analysis process (\d+) ready", self.process.log_tail(200)),
+            20,
+            message="the analysis process is ready",
+        )
+        return int(found.group(1))
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["process", "threads"])
+def test_listen_analyses_in_either_mode(tmp_path, mode):
+    with Agent(tmp_path, "--analysis", mode) as agent:
+        ids = [agent.post(f"fp-{n}").json()["id"] for n in range(3)]
+        wait_until(lambda: len(analyses_per_notification(agent.audit)) == 3, 15)
+        has_child = "analysis process" in agent.process.log_tail(200)
+    assert analyses_per_notification(agent.audit) == Counter(dict.fromkeys(ids, 1))
+    assert has_child is (mode == "process")
+    assert agent.process.returncode == 0
+
+
+@pytest.mark.slow
+def test_the_analysis_process_does_not_outlive_a_killed_listener(tmp_path):
+    with Agent(tmp_path) as agent:
+        assert agent.post("fp-1").status_code == 200
+        child = agent.child_pid()
+        assert alive(child)
+        agent.process.kill()
+        wait_until(lambda: not alive(child), 10, message="the analysis process lingers")
+
+
+@pytest.mark.slow
+def test_the_analysis_process_ignores_signals_meant_for_the_listener(tmp_path):
+    """A terminal's Ctrl-C and systemd's SIGTERM reach the whole group: the child keeps
+    analysing while the listener drains, and stops when the listener says so."""
+    with Agent(tmp_path) as agent:
+        child = agent.child_pid()
+        os.kill(child, signal.SIGTERM)
+        os.kill(child, signal.SIGINT)
+        time.sleep(0.3)
+        assert alive(child)
+        response = agent.post("fp-after-signals")
+        wait_until(lambda: len(analyses_per_notification(agent.audit)) == 1, 15)
+        assert agent.process.log_tail(200).count("started") == 1  # never restarted
+    assert analyses_per_notification(agent.audit) == Counter({response.json()["id"]: 1})
+    wait_until(lambda: not alive(child), 10, message="the analysis process lingers")
+
+
+def test_an_unknown_analysis_mode_is_a_configuration_error(tmp_path):
+    result = run_cli("--audit-log", str(tmp_path / "a.jsonl"), "listen", "--analysis", "fork")
+    assert result.exit_code == 2
+    assert "listen.analysis" in result.stderr
