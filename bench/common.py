@@ -25,6 +25,23 @@ def console_script() -> str:
     return found
 
 
+def bytecode(cached: bool) -> str:
+    """Byte-compile the package (`cached`), as `pip install` does, or remove its caches.
+
+    An editable install leaves compiling to the first run, which writes `__pycache__`;
+    where PYTHONDONTWRITEBYTECODE is set (as on these sandboxes) nothing is ever
+    written, and every start compiles ~40 modules from source (~0.1 s). Returns a
+    label for the figures.
+    """
+    package = ROOT / "market_agent"
+    if cached:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
+        return "bytecode cached, as installed"
+    for cache in package.rglob("__pycache__"):
+        shutil.rmtree(cache)
+    return "no bytecode cache (PYTHONDONTWRITEBYTECODE=1, editable install)"
+
+
 def time_command(
     argv: Sequence[str], runs: int = 15, warmup: int = 2, env: dict[str, str] | None = None
 ) -> list[float]:

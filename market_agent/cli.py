@@ -92,10 +92,14 @@ def _skip_unused_optional_imports() -> None:
 
     httpx imports its own command line (click, rich, pygments) and httpcore imports
     trio whenever they happen to be installed; both are guarded by `except
-    ImportError`, and market-agent uses neither. Together they cost ~0.15 s.
+    ImportError`, and market-agent uses neither. Together they cost ~0.15 s. Pydantic
+    looks for plugins among the entry points of every installed distribution when
+    the first model is built (~25 ms); market-agent uses none (Typer turns them off
+    for its own parameters too). Setting PYDANTIC_DISABLE_PLUGINS yourself wins.
     """
     for name in ("trio", "httpx._main"):
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 @functools.cache

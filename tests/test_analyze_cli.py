@@ -316,3 +316,25 @@ def test_console_entry_skips_optional_imports_but_httpx_works(tmp_path: Path) ->
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "__all__"), ("", "")])
+def test_console_entry_turns_pydantic_plugins_off_unless_told_otherwise(
+    tmp_path: Path, preset: str | None, expected: str
+) -> None:
+    probe = (
+        "import os\n"
+        "from market_agent import cli\n"
+        "cli._skip_unused_optional_imports()\n"
+        "from pydantic.plugin._loader import get_plugins\n"
+        "print(repr(os.environ['PYDANTIC_DISABLE_PLUGINS']), len(list(get_plugins())))\n"
+    )
+    env = subprocess_env(tmp_path)
+    env.pop("PYDANTIC_DISABLE_PLUGINS", None)
+    if preset is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = preset
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0] == repr(expected)

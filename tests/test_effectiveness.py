@@ -8,14 +8,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from market_agent.actions.effectiveness import (
     Accumulator,
     EffectivenessTracker,
     WithEffectiveness,
     compute,
+    events_in,
+    extract,
 )
 from market_agent.analysis.factory import build_analysis_service
-from market_agent.audit import AuditLog
+from market_agent.audit import AuditLog, prepare
 from market_agent.config import load_settings
 from market_agent.inputs import read_source
 from tests.cli_helpers import run_cli
@@ -233,3 +238,60 @@ def test_parallel_parts_merge_to_the_sequential_answer(tmp_path: Path, monkeypat
         log.path.read_bytes().splitlines(keepends=True)
     )
     assert [row.to_json() for row in tracked.rows()] == sequential
+
+
+_NAME = st.sampled_from(["PredictorDown", "A]B", 'Quote"d', "Back\\slash", "caf\u00e9"])
+_STATUS = st.sampled_from(["firing", "resolved"])
+_RECORDS = st.one_of(
+    st.builds(
+        lambda names, status, nested: (
+            "notification",
+            {
+                "id": "n",
+                "alertnames": names,
+                "status": status,
+                "payload": {"alerts": [{"status": nested}], "status": status},
+            },
+        ),
+        st.lists(_NAME, max_size=3),
+        _STATUS,
+        _STATUS,
+    ),
+    st.builds(
+        lambda status, names: ("analysis", {"status": status, "alerts": names}),
+        _STATUS,
+        st.lists(_NAME, max_size=2),
+    ),
+    st.builds(
+        lambda outcome, names, note: (
+            "action",
+            {
+                "action": "restart",
+                "step": "result",
+                "outcome": outcome,
+                "alertnames": names,
+                "elapsed_s": 3.0,
+                "note": note,
+            },
+        ),
+        st.sampled_from(["verified", "failed", "rolled_back", "blocked"]),
+        st.lists(_NAME, max_size=2),
+        st.sampled_from(["", '"status":"resolved","ts":"', '"step":"result"']),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(records=st.lists(_RECORDS, max_size=12), torn=st.booleans(), junk=st.booleans())
+def test_events_read_in_place_equal_those_of_each_line(records, torn, junk) -> None:
+    lines = []
+    for seq, (kind, fields) in enumerate(records, start=1):
+        entry = prepare(kind, fields)
+        head, middle, tail = entry.parts
+        body = f'{head}{seq}{middle}"2026-11-{10 + seq % 19:02d}T10:00:00Z"{tail}'
+        lines.append(f'{{"hash":"{"a" * 64}","prev_hash":"{"b" * 64}",{body[1:]}'.encode())
+    if junk:
+        lines.insert(len(lines) // 2, b'{"step":"result" not json')
+    chunk = b"\n".join(lines) + (b"" if torn else b"\n")
+    expected = [event for line in chunk.split(b"\n") if (event := extract(line))]
+    assert events_in(chunk) == expected

@@ -19,18 +19,18 @@ import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from market_agent.audit import _BODY_AT
 from market_agent.history import (
+    TS_KEY,
     epoch,
-    lines_in,
     load_record,
     log_files,
     map_ranges,
     range_chunks,
-    raw_ts,
 )
 
 if TYPE_CHECKING:
@@ -87,8 +87,6 @@ class Stat:
 #: ("result", ts, action, outcome, alertnames, elapsed_s, recover_s) or
 #: ("resolved", ts, alertnames): what a candidate line says, read without the others.
 Event = tuple[Any, ...]
-#: Every line `extract` finds something in contains one of these.
-NEEDLES = (_RESULT, _RESOLVED)
 
 
 def extract(line: bytes) -> Event | None:
@@ -96,8 +94,40 @@ def extract(line: bytes) -> Event | None:
     if _RESULT in line:
         return _result_event(line)
     if line.startswith(_NAMES, _BODY_AT) and _RESOLVED in line:
-        return _resolved_event(line)
+        return _resolved_event(line, 0, len(line))
     return None
+
+
+def events_in(chunk: bytes) -> list[Event]:
+    """`extract` of each line of `chunk` (whole lines), in order, for the lines with an event.
+
+    Read in place: most lines with a needle hold no event (the analyses of resolved
+    notifications), and they are never cut out of the chunk or scanned whole.
+    """
+    events: list[tuple[int, Event]] = []
+    results: set[int] = set()
+    at = chunk.find(_RESULT)
+    while at >= 0:
+        start, end = _line_around(chunk, at)
+        results.add(start)
+        if (event := _result_event(chunk[start:end])) is not None:
+            events.append((start, event))
+        at = chunk.find(_RESULT, end)
+    at = chunk.find(_RESOLVED)
+    while at >= 0:
+        start, end = _line_around(chunk, at)
+        notification = start not in results and chunk.startswith(_NAMES, start + _BODY_AT, end)
+        if notification and (event := _resolved_event(chunk, start, end)) is not None:
+            events.append((start, event))
+        at = chunk.find(_RESOLVED, end)
+    events.sort(key=itemgetter(0))  # results and resolutions in file order
+    return [event for _, event in events]
+
+
+def _line_around(chunk: bytes, at: int) -> tuple[int, int]:
+    """[start, end) of the line holding offset `at` (its newline excluded)."""
+    end = chunk.find(b"\n", at)
+    return chunk.rfind(b"\n", 0, at) + 1, len(chunk) if end < 0 else end
 
 
 def _result_event(line: bytes) -> Event | None:
@@ -111,12 +141,13 @@ def _result_event(line: bytes) -> Event | None:
     return ("result", ts, action, outcome, _names(record), elapsed, recover)
 
 
-def _resolved_event(line: bytes) -> Event | None:
-    if line.rfind(_RESOLVED) != line.rfind(_STATUS):
+def _resolved_event(data: bytes, start: int, end: int) -> Event | None:
+    """The resolution in line data[start:end] (a notification), if it is one."""
+    if data.rfind(_RESOLVED, start, end) != data.rfind(_STATUS, start, end):
         return None  # "resolved" was a nested alert's status, not the notification's
-    names, ts = _notification_names(line), raw_ts(line)
-    if names is None or ts is None or _NOTIFICATION not in line:
-        record = load_record(line)
+    names, ts = _notification_names(data, start, end), _raw_ts(data, start, end)
+    if names is None or ts is None or data.find(_NOTIFICATION, start, end) < 0:
+        record = load_record(data[start:end])
         if record is None or record.get("kind") != "notification":
             return None
         if record.get("status") != "resolved" or not isinstance(record.get("ts"), str):
@@ -221,8 +252,8 @@ def _accumulate_range(
 ) -> Accumulator:
     acc = Accumulator(since)
     for chunk in range_chunks(path, start, end):
-        for line in lines_in(chunk, NEEDLES):
-            acc.feed(line)
+        for event in events_in(chunk):
+            acc.apply(event)
     return acc
 
 
@@ -284,8 +315,8 @@ class EffectivenessTracker:
         for chunk in range_chunks(self.audit_path, self._offset, None):
             if not chunk.endswith(b"\n"):
                 break  # a record being written: read it next time
-            for line in lines_in(chunk, NEEDLES):
-                self._acc.feed(line)
+            for event in events_in(chunk):
+                self._acc.apply(event)
             self._offset += len(chunk)
 
 
@@ -321,13 +352,26 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _notification_names(line: bytes) -> list[str] | None:
-    """A notification's `alertnames`, its first key, without parsing the whole line."""
-    if not line.startswith(_NAMES, _BODY_AT):
+def _notification_names(data: bytes, start: int, end: int) -> list[str] | None:
+    """The `alertnames` (its first key) of the notification in line data[start:end],
+    without parsing the line; None when the caller had better parse it."""
+    if not data.startswith(_NAMES, start + _BODY_AT, end):
         return None
-    start = _BODY_AT + len(_NAMES)
-    end = line.find(b"]", start)
-    names = line[start:end]
+    first = start + _BODY_AT + len(_NAMES)
+    close = data.find(b"]", first, end)
+    if close < 0:
+        return None
+    names = data[first:close]
     if b"\\" in names or not names.startswith(b'"') or not names.endswith(b'"'):
         return None  # escapes, or a `]` inside a name: let the caller parse the line
     return names[1:-1].decode("utf-8", "replace").split('","')
+
+
+def _raw_ts(data: bytes, start: int, end: int) -> str | None:
+    """`raw_ts` of the line data[start:end]."""
+    at = data.rfind(TS_KEY, start, end)
+    if at < 0:
+        return None
+    first = at + len(TS_KEY)
+    close = data.find(b'"', first, end)
+    return data[first:close].decode("ascii", "replace") if close > first else None
