@@ -33,14 +33,7 @@ from common import bytecode, console_script, record
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers import (  # noqa: E402 - needs the repository on sys.path
-    free_port,
-    render_monitoring_configs,
-    start_alertmanager,
-    start_predictor,
-    start_prometheus,
-    wait_until,
-)
+from tests.helpers import start_monitoring_stack, wait_until  # noqa: E402 - needs sys.path
 
 
 def command() -> list[str]:
@@ -126,20 +119,8 @@ def main() -> None:
     names = ("predictor", "prometheus", "alertmanager")
     with tempfile.TemporaryDirectory(prefix="bench-status-") as tmp, ExitStack() as stack:
         tmp_path = Path(tmp)
-        ports = {name: free_port() for name in names}
-        configs = render_monitoring_configs(
-            tmp_path,
-            predictor_port=ports["predictor"],
-            agent_port=free_port(),
-            alertmanager_port=ports["alertmanager"],
-            token_file=tmp_path / "token",
-        )
-        stack.enter_context(start_predictor(tmp_path, ports["predictor"], traffic_rps=20))
-        stack.enter_context(
-            start_alertmanager(tmp_path, configs.alertmanager, ports["alertmanager"])
-        )
-        stack.enter_context(start_prometheus(tmp_path, configs.prometheus, ports["prometheus"]))
-        up = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+        monitoring = start_monitoring_stack(stack, tmp_path, traffic_rps=20)
+        up = {name: monitoring.urls[name] for name in names}
         env_up = environment(tmp_path, up)
         wait_until(
             lambda: (

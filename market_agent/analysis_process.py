@@ -29,24 +29,27 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import multiprocessing
 import os
 import queue
 import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from market_agent.audit import Prepared, prepare
+from market_agent.errors import ConfigError
 from market_agent.workers import Batch, Job, Observation, Workers, failure_record
 
 if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-
+    from market_agent.app import AppState
     from market_agent.config import Settings
 
 log = logging.getLogger("market_agent.listen")
@@ -62,6 +65,12 @@ RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 #: What a terminal (Ctrl-C) or systemd (stop) sends to every process of the group.
 GROUP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 STOP_TIMEOUT = 5.0
+#: Longest wait for a new analysis process to say it is ready (or why it cannot be).
+READY_TIMEOUT = 60.0
+#: How the analysis process starts: `python -c CHILD_COMMAND FD`.
+CHILD_COMMAND = (
+    "import sys; from market_agent.analysis_process import child_main; child_main(int(sys.argv[1]))"
+)
 
 
 @dataclass(frozen=True)
@@ -103,10 +112,9 @@ class ProcessAnalysis:
         self.on_take = on_take
         self.on_failed = on_failed
         self.on_restart = on_restart
-        self._context = multiprocessing.get_context("spawn")
         self._cond = threading.Condition()
         self._conn: Connection | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._generation = 0
         #: notification id -> job, for the jobs the current child holds.
         self._in_flight: dict[str, Job] = {}
@@ -127,9 +135,26 @@ class ProcessAnalysis:
         return process.pid if process is not None else None
 
     def start(self) -> None:
+        """Start the child and wait until it is ready; ConfigError if it cannot start."""
         self._spawn()
+        self._await_ready()
         for thread in self._threads:
             thread.start()
+
+    def _await_ready(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        if not conn.poll(READY_TIMEOUT):
+            self._kill()
+            raise ConfigError(f"the analysis process did not start in {READY_TIMEOUT:g} s")
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            message = ("fatal", "the analysis process exited as it started (see its log)")
+        if message[0] != "ready":
+            self._kill()
+            raise ConfigError(message[1])
+        log.info("analysis process %d ready", message[1])
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Tell the child to stop (what it holds stays journaled), wait, then end threads."""
@@ -141,11 +166,11 @@ class ProcessAnalysis:
         self._outbox.put(("stop", generation))
         process = self._process
         if process is not None:
-            process.join(timeout)
-            if process.is_alive():  # it ignores SIGTERM
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:  # it ignores SIGTERM
                 log.warning("the analysis process did not stop in %g s: killing it", timeout)
-                process.kill()
-                process.join(1.0)
+                self._kill()
         self._outbox.put(None)
         for thread in self._threads:
             thread.join(1.0)
@@ -153,12 +178,17 @@ class ProcessAnalysis:
     # Child life cycle ------------------------------------------------------------
 
     def _spawn(self) -> None:
-        parent, child = self._context.Pipe()
-        process = self._context.Process(
-            target=child_main, args=(child, self.spec), name="market-agent-analysis", daemon=True
-        )
-        process.start()
-        child.close()
+        """A new interpreter that imports only what analysis needs (not the CLI, not
+        multiprocessing's machinery), one socket pair away."""
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            process = subprocess.Popen(
+                [sys.executable, "-c", CHILD_COMMAND, str(theirs.fileno())],
+                stdin=subprocess.DEVNULL,
+                pass_fds=[theirs.fileno()],
+            )
+            parent = Connection(ours.detach())
+        parent.send(self.spec)
         with self._cond:
             self._conn, self._process = parent, process
             self._generation += 1
@@ -176,17 +206,24 @@ class ProcessAnalysis:
             process = self._process
         conn.close()
         if process is not None:
-            process.join(1.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(1.0)
         if self._closing:
             return False
         log.error(
             "analysis process exited unexpectedly (exit code %s) holding %d jobs; restarting",
-            process.exitcode if process is not None else None,
+            process.returncode if process is not None else None,
             len(held),
         )
         self._requeue(held)
         self.on_restart()
         return self._respawn()
+
+    def _kill(self) -> None:
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
 
     def _requeue(self, held: list[Job]) -> None:
         for job in held:
@@ -286,6 +323,8 @@ class ProcessAnalysis:
                 self._journal(generation, *message[1:])
             elif message[0] == "ready":
                 log.info("analysis process %d ready", message[1])
+            elif message[0] == "fatal":
+                log.error("%s", message[1])
 
     def _journal(
         self,
@@ -325,23 +364,35 @@ def _payload_json(job: Job) -> bytes:
 # The child -------------------------------------------------------------------------
 
 
-def child_main(conn: Connection, spec: EngineSpec) -> None:
-    """Entry point of the analysis process."""
+def child_main(fd: int) -> None:
+    """Entry point of the analysis process (`CHILD_COMMAND`): the settings come first."""
     for signum in GROUP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-    from market_agent.server import configure_logging
+    conn = Connection(fd)
+    spec: EngineSpec = conn.recv()
+    from market_agent.logs import configure_logging
 
     options = spec.settings.listen
     configure_logging(options.log_format, options.log_level)
     child = _Child(conn)
-    reader = threading.Thread(target=child.read, name="analysis-read", daemon=True)
-    reader.start()  # drain the pipe at once, even while the engine is being built
     try:
-        child.run(spec)
-    except Exception:
-        log.exception("the analysis process cannot start")
+        workers, state = child.build(spec)
+    except Exception as exc:  # told to the listener, which exits with it (status 2)
+        conn.send(("fatal", f"the analysis process cannot start: {_reason(exc)}"))
         os._exit(1)
+    reader = threading.Thread(target=child.read, name="analysis-read", daemon=True)
+    reader.start()
+    conn.send(("ready", os.getpid()))
+    child.run(workers, state)
     os._exit(0)  # daemon threads (a remediation in progress) end with the process
+
+
+def _reason(exc: Exception) -> str:
+    from market_agent.errors import MarketAgentError
+
+    if isinstance(exc, MarketAgentError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Child:
@@ -357,23 +408,24 @@ class _Child:
         self._closed = False
         self._batch_ids = itertools.count(1)
 
-    def run(self, spec: EngineSpec) -> None:
+    def build(self, spec: EngineSpec) -> tuple[Workers, AppState]:
         from market_agent.app import AppState
 
         state = AppState.of(spec.settings)
+        workers = Workers(
+            self.jobs,
+            state.analysis_service(use_llm=spec.use_llm),
+            self.commit,
+            count=spec.workers,
+            stopping=self.stopping,
+            context_for=state.context_provider(),
+            remediator=state.remediator(),
+        )
+        return workers, state
+
+    def run(self, workers: Workers, state: AppState) -> None:
         try:
-            workers = Workers(
-                self.jobs,
-                state.analysis_service(use_llm=spec.use_llm),
-                self.commit,
-                count=spec.workers,
-                stopping=self.stopping,
-                context_for=state.context_provider(),
-                remediator=state.remediator(),
-            )
             workers.start()
-            with self._send_lock:
-                self.conn.send(("ready", os.getpid()))
             self.done.wait()
             workers.stop(STOP_TIMEOUT)
         finally:

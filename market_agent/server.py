@@ -16,7 +16,6 @@ import json
 import logging
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -34,6 +33,7 @@ from market_agent.listener import (
     Remediator,
     Service,
 )
+from market_agent.logs import configure_logging
 from market_agent.models import Notification, new_id
 
 if TYPE_CHECKING:
@@ -437,40 +437,3 @@ class _DrainSignals:
     def __exit__(self, *exc_info: object) -> None:
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)
-
-
-# Logging ------------------------------------------------------------------------
-
-_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message (+ extra fields)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        data.update({k: v for k, v in vars(record).items() if k not in _STANDARD_ATTRS})
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str)
-
-
-JsonFormatter.converter = time.gmtime
-
-
-def configure_logging(log_format: str, level: str = "info") -> None:
-    """market-agent's and uvicorn's loggers to stderr, as text or JSON lines."""
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("market_agent", "uvicorn"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(level.upper())

@@ -205,3 +205,21 @@ def test_an_unknown_analysis_mode_is_a_configuration_error(tmp_path):
     result = run_cli("--audit-log", str(tmp_path / "a.jsonl"), "listen", "--analysis", "fork")
     assert result.exit_code == 2
     assert "listen.analysis" in result.stderr
+
+
+@pytest.mark.slow
+def test_what_only_the_analysis_process_can_check_still_stops_listen_with_exit_2(tmp_path):
+    """A bad rule table is found when the analysis process builds its analyzer: the
+    listener says so and exits 2, as for any configuration error."""
+    config = tmp_path / "market-agent.toml"
+    config.write_text('[[analysis.rules]]\nid = "x"\nissue_type = "bogus"\nkeywords = ["y"]\n')
+    started = time.monotonic()
+    result = run_cli(
+        "--config", str(config), "--audit-log", str(tmp_path / "a.jsonl"),
+        "listen", "--port", str(free_port()),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: the analysis process cannot start: ")
+    assert "bogus" in line
+    assert time.monotonic() - started < 30

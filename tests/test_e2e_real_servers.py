@@ -3,7 +3,7 @@
 The demo predictor, Debian's `prometheus` and `prometheus-alertmanager` (installed
 when missing) run the project's own `prometheus/` configs rendered onto free loopback
 ports with 1 s intervals; `market-agent listen` receives the webhooks with a bearer
-token. Every process is started here and stopped by PID.
+token. Every process is started here (with `start_monitoring_stack`) and stopped by PID.
 """
 
 from __future__ import annotations
@@ -18,15 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import (
-    ManagedProcess,
-    free_port,
-    render_monitoring_configs,
-    start_alertmanager,
-    start_predictor,
-    start_prometheus,
-    wait_until,
-)
+from tests.helpers import MonitoringStack, start_monitoring_stack, start_predictor, wait_until
 
 TOKEN = "e2e-listen-token-5d1c"
 
@@ -55,31 +47,22 @@ def stack() -> Iterator[ExitStack]:
 def test_predictor_down_reaches_listen_is_journaled_analysed_then_resolved(
     tmp_path: Path, stack: ExitStack
 ) -> None:
-    ports = {name: free_port() for name in ("predictor", "agent", "alertmanager", "prometheus")}
-    token_file = tmp_path / "webhook-token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
     audit = tmp_path / "audit.jsonl"
-    configs = render_monitoring_configs(
-        tmp_path,
-        predictor_port=ports["predictor"],
-        agent_port=ports["agent"],
-        alertmanager_port=ports["alertmanager"],
-        token_file=token_file,
+
+    def listen_argv(monitoring: MonitoringStack) -> list[str]:
+        return [
+            sys.executable, "-m", "market_agent", "--audit-log", str(audit), "listen",
+            "--port", str(monitoring.ports["agent"]),
+            "--token-file", str(monitoring.token_file), "--no-llm",
+        ]  # fmt: skip
+
+    monitoring = start_monitoring_stack(
+        stack, tmp_path, token=TOKEN, traffic_rps=5, agent_argv=listen_argv
     )
-    agent_url = f"http://127.0.0.1:{ports['agent']}"
-    agent_argv = [
-        sys.executable, "-m", "market_agent", "--audit-log", str(audit), "listen",
-        "--port", str(ports["agent"]), "--token-file", str(token_file), "--no-llm",
-    ]  # fmt: skip
-    agent = stack.enter_context(ManagedProcess(agent_argv, log_path=tmp_path / "listen.log"))
-    agent.wait_for_http(f"{agent_url}/readyz", timeout=20)
-    predictor = stack.enter_context(start_predictor(tmp_path, ports["predictor"], traffic_rps=5))
-    stack.enter_context(start_alertmanager(tmp_path, configs.alertmanager, ports["alertmanager"]))
-    stack.enter_context(start_prometheus(tmp_path, configs.prometheus, ports["prometheus"]))
+    predictor, agent, agent_url = monitoring.predictor, monitoring.agent, monitoring.urls["agent"]
 
     # Prometheus scrapes the agent too (the scrape job in prometheus/prometheus.yml).
-    prom = f"http://127.0.0.1:{ports['prometheus']}"
+    prom = monitoring.urls["prometheus"]
 
     def agent_scraped() -> bool:
         query = {"query": 'up{job="market-agent"} == 1'}
@@ -106,7 +89,7 @@ def test_predictor_down_reaches_listen_is_journaled_analysed_then_resolved(
     assert analysis["issue_type"] == "availability"
     assert analysis["analyzer"] == "rules"
 
-    restarted = start_predictor(tmp_path, ports["predictor"], traffic_rps=5)
+    restarted = start_predictor(tmp_path, monitoring.ports["predictor"], traffic_rps=5)
     stack.callback(restarted.stop)
     resolved = wait_until(
         lambda: notifications_about(audit, "PredictorDown", "resolved"),
@@ -120,4 +103,4 @@ def test_predictor_down_reaches_listen_is_journaled_analysed_then_resolved(
     assert 'market_agent_notifications_rejected_total{reason="unauthorized"} 0.0' in metrics
     assert 'market_agent_notifications_received_total{status="firing"}' in metrics
     assert "Traceback" not in agent.log_tail(200)
-    assert TOKEN not in (tmp_path / "listen.log").read_text()
+    assert TOKEN not in agent.log_path.read_text()

@@ -30,7 +30,6 @@ from tests.helpers import free_port, start_predictor
 from tests.test_actions_guards import touch_action
 from tests.test_clients_alertmanager import real_alertmanager  # noqa: F401 - a fixture
 from tests.test_listen_pipeline import admit, records
-from tests.test_listen_process import silent_llm  # noqa: F401 - a fixture
 from tests.test_prometheus_configs import WebhookRecorder
 
 pytestmark = pytest.mark.slow
@@ -158,7 +157,7 @@ def test_prometheus_and_alertmanager_down_during_analysis_the_gap_is_recorded(tm
 def test_alertmanager_down_before_an_action_escalates_instead_of_acting(
     tmp_path,
     sink,
-    silent_llm,  # noqa: F811 - a loopback socket that never answers
+    silent_llm,
     how,
 ):
     marker = tmp_path / "ran"

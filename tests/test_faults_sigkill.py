@@ -17,7 +17,7 @@ import pytest
 from market_agent.audit import AuditLog
 from tests.cli_helpers import run_cli
 from tests.helpers import wait_until
-from tests.test_listen_process import Agent, notification, silent_llm  # noqa: F401 - a fixture
+from tests.test_listen_process import Agent, notification
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ class Load:
 
 def test_sigkill_under_load_every_acknowledged_notification_is_analysed_exactly_once(
     tmp_path: Path,
-    silent_llm: str,  # noqa: F811 - the fixture
+    silent_llm: str,
 ) -> None:
     # Analyses wait for an LLM that never answers (1 s, then the rules): a queue builds up.
     env = {

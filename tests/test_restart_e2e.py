@@ -2,9 +2,8 @@
 Alertmanager -> listen -> analysis -> guarded restart (command backend) -> verified ->
 resolved; a second kill inside the cooldown is not restarted but escalated.
 
-The listener runs in its own process through `run_listener(..., remediator=...)`,
-the seam `market-agent listen` uses (`LAUNCH` below becomes `market-agent listen
---auto-remediate` once the command passes `AppState.remediator()` through).
+The listener is the real command, `market-agent --config ... listen --auto-remediate
+--no-llm`, which analyses (and remediates) in its analysis process, a child of its own.
 """
 
 from __future__ import annotations
@@ -22,31 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import (
-    ManagedProcess,
-    free_port,
-    render_monitoring_configs,
-    start_alertmanager,
-    start_predictor,
-    start_prometheus,
-    wait_until,
-)
+from tests.helpers import MonitoringStack, free_port, start_monitoring_stack, wait_until
 from tests.test_prometheus_configs import WebhookRecorder
 from tests.test_restart_real import pidfile, restart_argv  # noqa: F401 - pidfile is a fixture
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "e2e-remediation-token-91ab"
-LAUNCH = """
-import sys
-from pathlib import Path
-from market_agent.app import AppState
-from market_agent.server import run_listener
-
-state = AppState(config_path=Path(sys.argv[1]))
-service = state.analysis_service(use_llm=False)
-sys.exit(run_listener(state.settings, state.audit_log, service, remediator=state.remediator()))
-"""
 
 
 def records(path: Path, kind: str) -> list[dict[str, Any]]:
@@ -57,6 +38,24 @@ def records(path: Path, kind: str) -> list[dict[str, Any]]:
 
 def action_steps(path: Path, step: str, outcome: str) -> list[dict[str, Any]]:
     return [r for r in records(path, "action") if (r["step"], r["outcome"]) == (step, outcome)]
+
+
+def write_config(
+    tmp_path: Path, monitoring: MonitoringStack, *, audit: Path, pid_path: Path, sink_port: int
+) -> Path:
+    """The listener's config: port, token file, audit log, restart action, escalations."""
+    ports, config = monitoring.ports, tmp_path / "market-agent.toml"
+    config.write_text(
+        f'[predictor]\nurl = "http://127.0.0.1:{ports["predictor"]}"\ntimeout = 2\n'
+        f'[alertmanager]\nurl = "http://127.0.0.1:{ports["alertmanager"]}"\n'
+        f'[audit]\npath = "{audit}"\nfsync = false\n'
+        f'[listen]\nport = {ports["agent"]}\ntoken_file = "{monitoring.token_file}"\n'
+        f'[actions]\nauto_remediate = true\ncooldown = "10m"\npause_file = "{tmp_path / "p"}"\n'
+        f"[actions.restart]\nargv = {json.dumps(restart_argv(tmp_path, pid_path))}\n"
+        'alerts = ["PredictorDown"]\ntimeout = 30\nverify_timeout = 30\n'
+        f'[notifiers.oncall]\nurl = "http://127.0.0.1:{sink_port}/escalations"\n'
+    )
+    return config
 
 
 @pytest.fixture
@@ -70,42 +69,23 @@ def test_kill_restart_verify_resolve_then_cooldown_escalates(
     stack: ExitStack,
     pidfile: Path,  # noqa: F811 - the fixture
 ) -> None:
-    ports = {name: free_port() for name in ("predictor", "agent", "alertmanager", "prometheus")}
     sink_port = free_port()
-    token_file = tmp_path / "webhook-token"
-    token_file.write_text(TOKEN + "\n")
-    token_file.chmod(0o600)
     audit = tmp_path / "audit.jsonl"
-    configs = render_monitoring_configs(
-        tmp_path,
-        predictor_port=ports["predictor"],
-        agent_port=ports["agent"],
-        alertmanager_port=ports["alertmanager"],
-        token_file=token_file,
-    )
-    config = tmp_path / "market-agent.toml"
-    config.write_text(
-        f'[predictor]\nurl = "http://127.0.0.1:{ports["predictor"]}"\ntimeout = 2\n'
-        f'[alertmanager]\nurl = "http://127.0.0.1:{ports["alertmanager"]}"\n'
-        f'[audit]\npath = "{audit}"\nfsync = false\n'
-        f'[listen]\nport = {ports["agent"]}\ntoken_file = "{token_file}"\n'
-        f'[actions]\nauto_remediate = true\ncooldown = "10m"\npause_file = "{tmp_path / "p"}"\n'
-        f"[actions.restart]\nargv = {json.dumps(restart_argv(tmp_path, pidfile))}\n"
-        'alerts = ["PredictorDown"]\ntimeout = 30\nverify_timeout = 30\n'
-        f'[notifiers.oncall]\nurl = "http://127.0.0.1:{sink_port}/escalations"\n'
-    )
-    sink = stack.enter_context(WebhookRecorder(sink_port))
-    agent = stack.enter_context(
-        ManagedProcess(
-            [sys.executable, "-c", LAUNCH, str(config)], log_path=tmp_path / "listen.log"
+
+    def listen_argv(monitoring: MonitoringStack) -> list[str]:
+        pidfile.write_text(str(monitoring.predictor.pid))  # before anything may restart it
+        config = write_config(
+            tmp_path, monitoring, audit=audit, pid_path=pidfile, sink_port=sink_port
         )
+        market_agent = [sys.executable, "-m", "market_agent", "--config", str(config)]
+        return [*market_agent, "listen", "--auto-remediate", "--no-llm"]
+
+    sink = stack.enter_context(WebhookRecorder(sink_port))
+    monitoring = start_monitoring_stack(
+        stack, tmp_path, token=TOKEN, traffic_rps=5, agent_argv=listen_argv
     )
-    agent.wait_for_http(f"http://127.0.0.1:{ports['agent']}/readyz", timeout=20)
-    predictor = stack.enter_context(start_predictor(tmp_path, ports["predictor"], traffic_rps=5))
-    pidfile.write_text(str(predictor.pid))
-    stack.enter_context(start_alertmanager(tmp_path, configs.alertmanager, ports["alertmanager"]))
-    stack.enter_context(start_prometheus(tmp_path, configs.prometheus, ports["prometheus"]))
-    prom = f"http://127.0.0.1:{ports['prometheus']}"
+    ports, predictor, agent = monitoring.ports, monitoring.predictor, monitoring.agent
+    prom = monitoring.urls["prometheus"]
 
     def predictor_up() -> bool:
         query = {"query": 'up{job="market-predictor"} == 1'}

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import httpx
@@ -16,10 +17,8 @@ import pytest
 from tests.helpers import (
     ManagedProcess,
     free_port,
-    render_monitoring_configs,
-    start_alertmanager,
+    start_monitoring_stack,
     start_predictor,
-    start_prometheus,
     wait_until,
 )
 
@@ -55,20 +54,9 @@ def run_status(stack: Stack, *args: str) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     tmp_path = tmp_path_factory.mktemp("status-stack")
-    ports = {name: free_port() for name in ("predictor", "prometheus", "alertmanager", "agent")}
-    configs = render_monitoring_configs(
-        tmp_path,
-        predictor_port=ports["predictor"],
-        agent_port=ports["agent"],
-        alertmanager_port=ports["alertmanager"],
-        token_file=tmp_path / "token",
-    )
-    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-    with (
-        start_predictor(tmp_path, ports["predictor"], traffic_rps=20) as predictor,
-        start_alertmanager(tmp_path, configs.alertmanager, ports["alertmanager"]),
-        start_prometheus(tmp_path, configs.prometheus, ports["prometheus"]),
-    ):
+    with ExitStack() as exit_stack:
+        monitoring = start_monitoring_stack(exit_stack, tmp_path, traffic_rps=20)
+        urls = monitoring.urls
         query = f"{urls['prometheus']}/api/v1/query"
         rate = 'sum(rate(market_predictor_prediction_requests_total{job="market-predictor"}[5m]))'
         wait_until(
@@ -76,6 +64,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
             30,
             message="a request rate for the predictor in Prometheus",
         )
+        predictor = monitoring.predictor
         yield Stack(urls["predictor"], urls["prometheus"], urls["alertmanager"], predictor)
 
 

@@ -97,17 +97,16 @@ def listen(
     )
     ctx.call_on_close(state.close)
     settings = state.settings
-    # Built here even when a process of its own analyses: a bad analyzer or action
-    # configuration is then a start-up error (exit 2), not a crashing child.
-    service = state.analysis_service(use_llm=not no_llm)
-    remediator = state.remediator()
-    if settings.listen.analysis == "process":
+    if settings.listen.analysis == "process":  # it builds its analyzer and remediator
         from market_agent.analysis_process import EngineSpec
 
         engine = EngineSpec(settings, use_llm=not no_llm)
         run_listener(settings, state.audit_log, None, engine=engine)
     else:
-        context_for = state.context_provider()
         run_listener(
-            settings, state.audit_log, service, context_for=context_for, remediator=remediator
+            settings,
+            state.audit_log,
+            state.analysis_service(use_llm=not no_llm),
+            context_for=state.context_provider(),
+            remediator=state.remediator(),
         )

@@ -21,6 +21,13 @@ Packages and servers:
   start_faults=(), extra_args=())``, ``start_prometheus(tmp_path, config, port)``,
   ``start_alertmanager(tmp_path, config, port)``: started and ready
   ``ManagedProcess`` objects; use them in ``with`` or stop them in teardown.
+- ``start_monitoring_stack(exit_stack, tmp_path, *, token=..., traffic_rps=20,
+  agent_argv=None) -> MonitoringStack``: all of the above on free ports, in order
+  predictor, agent (``agent_argv(stack)``, e.g. ``market-agent listen``, ready on
+  ``/readyz``), Alertmanager, Prometheus; the token file (0600) is written and
+  every process is registered on the ``ExitStack``. ``MonitoringStack`` has
+  ``ports`` and ``urls`` by name (``STACK_PORTS``), ``configs``, ``token_file``,
+  ``predictor`` and ``agent`` (``None`` without ``agent_argv``).
 - ``prometheus_query(base_url, expr)``, ``prometheus_alerts(base_url)``,
   ``alert_rules(path)``.
 
@@ -31,12 +38,15 @@ from tests.helpers.debian import ensure_debian_packages
 from tests.helpers.monitoring import (
     PROMETHEUS_DIR,
     REPO_ROOT,
+    STACK_PORTS,
     MonitoringConfigs,
+    MonitoringStack,
     alert_rules,
     prometheus_alerts,
     prometheus_query,
     render_monitoring_configs,
     start_alertmanager,
+    start_monitoring_stack,
     start_predictor,
     start_prometheus,
 )
@@ -46,8 +56,10 @@ from tests.helpers.processes import ManagedProcess
 __all__ = [
     "PROMETHEUS_DIR",
     "REPO_ROOT",
+    "STACK_PORTS",
     "ManagedProcess",
     "MonitoringConfigs",
+    "MonitoringStack",
     "alert_rules",
     "ensure_debian_packages",
     "free_port",
@@ -55,6 +67,7 @@ __all__ = [
     "prometheus_query",
     "render_monitoring_configs",
     "start_alertmanager",
+    "start_monitoring_stack",
     "start_predictor",
     "start_prometheus",
     "wait_for_http",

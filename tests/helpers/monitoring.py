@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,13 @@ import httpx
 import yaml
 
 from tests.helpers.debian import ensure_debian_packages
+from tests.helpers.net import free_port
 from tests.helpers.processes import ManagedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "prometheus"
+#: The names of a monitoring stack's ports and URLs.
+STACK_PORTS = ("predictor", "agent", "alertmanager", "prometheus")
 
 
 @dataclass(frozen=True)
@@ -192,6 +197,74 @@ def _started(process: ManagedProcess, ready_url: str, timeout: float) -> Managed
         process.stop()
         raise
     return process
+
+
+@dataclass(frozen=True)
+class MonitoringStack:
+    """A running stack (see :func:`start_monitoring_stack`); names as in ``STACK_PORTS``."""
+
+    ports: Mapping[str, int]
+    urls: Mapping[str, str]
+    configs: MonitoringConfigs
+    token_file: Path
+    predictor: ManagedProcess
+    #: The agent started from ``agent_argv``, if any.
+    agent: ManagedProcess | None = None
+
+
+def start_monitoring_stack(
+    exit_stack: ExitStack,
+    tmp_path: Path,
+    *,
+    token: str = "monitoring-stack-token",
+    traffic_rps: float = 20.0,
+    agent_argv: Callable[[MonitoringStack], Sequence[str]] | None = None,
+) -> MonitoringStack:
+    """Start the predictor, an agent (optional), Alertmanager and Prometheus, in that order.
+
+    Picks free loopback ports, writes ``token`` to ``tmp_path/webhook-token`` (mode
+    0600) and renders the configs onto them (:func:`render_monitoring_configs`).
+    ``agent_argv(stack)`` (called once the predictor is ready, so it may also note
+    its PID) gives the command of an agent serving ``ports["agent"]``; it is started
+    (log ``tmp_path/agent.log``) and ready on ``/readyz`` before Alertmanager, whose
+    first webhook then finds it. Every process is registered on ``exit_stack``.
+    """
+    ports = {name: free_port() for name in STACK_PORTS}
+    token_file = _write_token(tmp_path / "webhook-token", token)
+    configs = render_monitoring_configs(
+        tmp_path,
+        predictor_port=ports["predictor"],
+        agent_port=ports["agent"],
+        alertmanager_port=ports["alertmanager"],
+        token_file=token_file,
+    )
+    predictor = exit_stack.enter_context(
+        start_predictor(tmp_path, ports["predictor"], traffic_rps=traffic_rps)
+    )
+    urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+    stack = MonitoringStack(ports, urls, configs, token_file, predictor)
+    if agent_argv is not None:
+        stack = _start_agent(exit_stack, stack, agent_argv(stack), tmp_path / "agent.log")
+    exit_stack.enter_context(
+        start_alertmanager(tmp_path, configs.alertmanager, ports["alertmanager"])
+    )
+    exit_stack.enter_context(start_prometheus(tmp_path, configs.prometheus, ports["prometheus"]))
+    return stack
+
+
+def _start_agent(
+    exit_stack: ExitStack, stack: MonitoringStack, argv: Sequence[str], log_path: Path
+) -> MonitoringStack:
+    agent = exit_stack.enter_context(ManagedProcess(argv, log_path=log_path))
+    agent.wait_for_http(f"{stack.urls['agent']}/readyz", timeout=20)
+    return dataclasses.replace(stack, agent=agent)
+
+
+def _write_token(path: Path, token: str) -> Path:
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_text(token + "\n")
+    return path
 
 
 def prometheus_query(base_url: str, expr: str) -> list[dict[str, Any]]:
