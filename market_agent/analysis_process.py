@@ -114,6 +114,8 @@ class ProcessAnalysis:
         self.on_restart = on_restart
         self._cond = threading.Condition()
         self._conn: Connection | None = None
+        #: The current child said it is ready (jobs go to it only then).
+        self._ready = False
         self._process: subprocess.Popen[bytes] | None = None
         self._generation = 0
         #: notification id -> job, for the jobs the current child holds.
@@ -133,6 +135,12 @@ class ProcessAnalysis:
     def pid(self) -> int | None:
         process = self._process
         return process.pid if process is not None else None
+
+    @property
+    def held(self) -> int:
+        """Jobs the current child holds (handed over, not yet back in a batch)."""
+        with self._cond:
+            return len(self._in_flight)
 
     def start(self) -> None:
         """Start the child and wait until it is ready; ConfigError if it cannot start."""
@@ -154,7 +162,7 @@ class ProcessAnalysis:
         if message[0] != "ready":
             self._kill()
             raise ConfigError(message[1])
-        log.info("analysis process %d ready", message[1])
+        self._now_ready(message[1])
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Tell the child to stop (what it holds stays journaled), wait, then end threads."""
@@ -190,10 +198,16 @@ class ProcessAnalysis:
             parent = Connection(ours.detach())
         parent.send(self.spec)
         with self._cond:
-            self._conn, self._process = parent, process
+            self._conn, self._process, self._ready = parent, process, False
             self._generation += 1
             self._cond.notify_all()
         log.info("analysis process %d started", process.pid)
+
+    def _now_ready(self, pid: int) -> None:
+        with self._cond:
+            self._ready = True
+            self._cond.notify_all()
+        log.info("analysis process %d ready", pid)
 
     def _child_died(self, conn: Connection) -> bool:
         """Re-queue what the dead child held and start another. False: stopping instead."""
@@ -202,7 +216,7 @@ class ProcessAnalysis:
                 return True
             held = list(self._in_flight.values())
             self._in_flight.clear()
-            self._conn = None
+            self._conn, self._ready = None, False
             process = self._process
         conn.close()
         if process is not None:
@@ -279,7 +293,8 @@ class ProcessAnalysis:
             self.on_take(job)
         items = [(job.notification_id, _payload_json(job)) for job in batch]
         with self._cond:
-            while self._conn is None and not self._closing:
+            # Only a ready child is handed jobs: one that fails to start held none.
+            while not (self._ready or self._closing):
                 self._cond.wait()
             if self._closing:  # left journaled: analysed at the next start
                 for _ in batch:
@@ -322,7 +337,7 @@ class ProcessAnalysis:
             if message[0] == "batch":
                 self._journal(generation, *message[1:])
             elif message[0] == "ready":
-                log.info("analysis process %d ready", message[1])
+                self._now_ready(message[1])
             elif message[0] == "fatal":
                 log.error("%s", message[1])
 

@@ -83,7 +83,8 @@ def test_a_killed_analysis_process_is_replaced_and_nothing_is_lost_or_doubled(
     listener = start(started, path, spec_for(path, **slow, **{"listen.workers": 2}))
     first = listener.analysis_pid
     admissions = admit(listener, *(make_notification(f"fp{n}") for n in range(6)))
-    time.sleep(0.5)  # the child holds jobs now: each waits a second on the silent LLM
+    wait_until(lambda: listener._analysis.held, 20, message="jobs in hand")
+    time.sleep(0.3)  # each waits a second on the silent LLM
     os.kill(first, signal.SIGKILL)
     wait_until(lambda: listener.analysis_pid not in (None, first), 10, message="no new child")
     assert listener.stop(60) == 0
@@ -103,7 +104,7 @@ def test_a_job_the_analysis_process_keeps_dying_on_is_recorded_as_failed(
     [admission] = admit(listener, make_notification("poison"))
     for _ in range(MAX_CRASHES):
         pid = listener.analysis_pid
-        wait_until(lambda: listener.depth == 1, 10, message="job not in hand")
+        wait_until(lambda: listener._analysis.held == 1, 20, message="job not in hand")
         time.sleep(0.3)
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda p=pid: listener.analysis_pid not in (None, p), 30, message="no child")
@@ -223,3 +224,28 @@ def test_what_only_the_analysis_process_can_check_still_stops_listen_with_exit_2
     assert line.startswith("error: the analysis process cannot start: ")
     assert "bogus" in line
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_an_analysis_process_that_fails_to_start_is_retried_without_blaming_the_jobs(
+    tmp_path, started, silent_llm, monkeypatch
+):
+    """Jobs go only to a ready child: starts that fail (here, twice) hold none, so they
+    neither count towards a job's deaths nor lose it."""
+    from market_agent import analysis_process
+
+    path = tmp_path / "audit.jsonl"
+    slow = {"llm.base_url": silent_llm, "llm.timeout": 1.0, "llm.max_retries": 0}
+    listener = start(started, path, spec_for(path, **slow))
+    first = listener.analysis_pid
+    [admission] = admit(listener, make_notification("held"))
+    wait_until(lambda: listener._analysis.held == 1, 20, message="job not in hand")
+    time.sleep(0.3)  # in hand, waiting on the silent LLM
+    real_command = analysis_process.CHILD_COMMAND
+    monkeypatch.setattr(analysis_process, "CHILD_COMMAND", "import sys; sys.exit(3)")
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: listener.metrics.analysis_restarts._value.get() >= 3, 20)
+    monkeypatch.setattr(analysis_process, "CHILD_COMMAND", real_command)
+    assert listener.stop(60) == 0
+    assert analyses_per_notification(path) == Counter({admission.notification_id: 1})
+    assert [r for r in read(path) if r["kind"] == "analysis_failed"] == []
