@@ -195,7 +195,7 @@ class Journal:
         once on disk."""
         if future is None:
             future = Future()
-        loop = asyncio._get_running_loop() if urgent else None
+        loop = _running_loop() if urgent else None
         with self._cond:
             if self._closed:
                 raise JournalClosed("the journal is closed")
@@ -280,6 +280,13 @@ class Journal:
         for group, future in batch:
             future.set_result(records[start : start + len(group)])
             start += len(group)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # not in an event loop's thread
+        return None
 
 
 class DedupIndex:

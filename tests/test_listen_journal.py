@@ -149,7 +149,7 @@ def test_a_loop_that_ends_before_its_commit_leaves_nothing_behind(
 
     journal = Journal(AuditLog(tmp_path / "audit.jsonl"), ListenMetrics())
     journal.start()
-    monkeypatch.setattr(asyncio, "_get_running_loop", StoppedLoop)
+    monkeypatch.setattr(asyncio, "get_running_loop", StoppedLoop)
     stranded = journal.submit([prepare("notification", {"n": 1})], urgent=True)
     monkeypatch.undo()
     journal.close()
