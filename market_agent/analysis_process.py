@@ -154,7 +154,10 @@ class ProcessAnalysis:
         assert conn is not None
         if not conn.poll(READY_TIMEOUT):
             self._kill()
-            raise ConfigError(f"the analysis process did not start in {READY_TIMEOUT:g} s")
+            raise ConfigError(
+                f"the analysis process was not ready within {READY_TIMEOUT:g} s "
+                "(see its log lines above; --analysis threads analyses without it)"
+            )
         try:
             message = conn.recv()
         except (EOFError, OSError):

@@ -477,11 +477,21 @@ class Listener:
         """Lock the audit log for this listener, re-queue what a crash left, start threads."""
         self.audit.check_writable()
         self._lock_fd = _lock_exclusively(self.audit.path)
-        recovery = self._recover()
-        self.journal.start()
-        self._analysis.start()
+        try:
+            recovery = self._recover()
+            self.journal.start()
+            self._analysis.start()
+        except BaseException:  # e.g. an analysis process that cannot start: let go
+            self.journal.close()
+            self._unlock()
+            raise
         self._started = True
         return recovery
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     @property
     def ready(self) -> bool:
@@ -510,9 +520,7 @@ class Listener:
         self._stopping.set()
         self._analysis.stop()
         self.journal.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._unlock()
         return left
 
     # Admission (event loop) -----------------------------------------------------

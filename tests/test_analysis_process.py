@@ -23,7 +23,7 @@ from market_agent.config import load_settings
 from market_agent.listener import Listener
 from tests.cli_helpers import run_cli
 from tests.helpers import ManagedProcess, free_port, wait_until
-from tests.test_listen_pipeline import admit, make_notification
+from tests.test_listen_pipeline import FakeService, admit, make_notification
 
 TOKEN = "analysis-process-token-31"
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "alerts" / "predictor-down.json"
@@ -249,3 +249,36 @@ def test_an_analysis_process_that_fails_to_start_is_retried_without_blaming_the_
     assert listener.stop(60) == 0
     assert analyses_per_notification(path) == Counter({admission.notification_id: 1})
     assert [r for r in read(path) if r["kind"] == "analysis_failed"] == []
+
+
+@pytest.mark.slow
+def test_a_payload_the_analysis_process_cannot_read_is_recorded_as_failed(tmp_path, started):
+    """Never expected (the listener validated it), but never a stuck job either."""
+    from market_agent.workers import Job
+
+    path = tmp_path / "audit.jsonl"
+    listener = start(started, path, spec_for(path))
+    job = Job("unreadable", make_notification(), holds_slot=False, payload={"alerts": "no"})
+    listener._queue.put(job)
+    assert listener.stop(30) == 0
+    [failed] = [r for r in read(path) if r["kind"] == "analysis_failed"]
+    assert (failed["notification_id"], failed["error"]) == ("unreadable", "UnreadablePayload")
+    assert listener.metrics.analysis_failures._value.get() == 1
+
+
+@pytest.mark.slow
+def test_an_analysis_process_that_never_gets_ready_is_a_start_up_error(tmp_path, monkeypatch):
+    from market_agent import analysis_process
+    from market_agent.errors import ConfigError
+
+    monkeypatch.setattr(analysis_process, "CHILD_COMMAND", "import time; time.sleep(60)")
+    monkeypatch.setattr(analysis_process, "READY_TIMEOUT", 0.5)
+    path = tmp_path / "audit.jsonl"
+    listener = Listener(AuditLog(path), None, engine=spec_for(path))
+    with pytest.raises(ConfigError, match=r"not ready within 0\.5 s"):
+        listener.start()
+    assert listener.analysis_pid is not None
+    assert not alive(listener.analysis_pid)  # killed, not left behind
+    threaded = Listener(AuditLog(path), FakeService())  # the audit log's lock was let go
+    threaded.start()
+    threaded.stop(5)
