@@ -49,20 +49,25 @@ def deep_extra(fingerprint: str, depth: int) -> bytes:
 
 
 def hostile_inputs() -> list[Hostile]:
+    limit = DEPTH_LIMIT
     cesu = with_label("h-cesu", "note", "SURROGATE").replace(b"SURROGATE", b"\xed\xa0\x80")
     bom_bigint = codecs.BOM_UTF8 + json.dumps(example("h-bom", big=2**70)).encode()
-    return [
-        Hostile("lone surrogate in a label value", with_label("h-sv", "x", "\ud800"), 400, "bad_json"),
-        Hostile("lone surrogate in the alertname", with_label("h-sa", "alertname", "a\udfff"), 400, "bad_json"),
-        Hostile("lone surrogate in a label key", with_label("h-sk", "\udc00k", "v"), 400, "bad_json"),
-        Hostile("surrogate encoded as UTF-8 bytes", cesu, 400, "bad_json"),
-        Hostile(f"nesting {DEPTH_LIMIT} deep (at the limit)", deep_extra("h-d64", DEPTH_LIMIT), 200, None),
-        Hostile(f"nesting {DEPTH_LIMIT + 1} deep", deep_extra("h-d65", DEPTH_LIMIT + 1), 422, "invalid"),
-        Hostile("nesting 300 deep", deep_extra("h-d300", 300), 422, "invalid"),
-        Hostile("nesting 1,000 deep", deep_extra("h-d1000", 1000), 422, "invalid"),
-        Hostile("nesting 20,000 deep", deep_extra("h-d20000", 20_000), 422, "invalid"),
-        Hostile("100 KB alertname", with_label("h-huge", "alertname", "A" * 100_000), 200, None),
-        Hostile("control characters in labels", with_label("h-ctl", "x", "\x00\x1b[31m\r\nfake log line\x7f"), 200, None),
-        Hostile("BOM and a 70-bit integer", bom_bigint, 200, None),
-        Hostile("NaN in an extra field", json.dumps(example("h-nan", x=float("nan"))).encode(), 200, None),
-    ]  # fmt: skip
+    control = "\x00\x1b[31m\r\nfake log line\x7f"
+    bad_json, invalid = (400, "bad_json"), (422, "invalid")
+    accepted = (200, None)
+    rows = [
+        ("lone surrogate in a label value", with_label("h-sv", "x", "\ud800"), bad_json),
+        ("lone surrogate in the alertname", with_label("h-sa", "alertname", "a\udfff"), bad_json),
+        ("lone surrogate in a label key", with_label("h-sk", "\udc00k", "v"), bad_json),
+        ("surrogate encoded as UTF-8 bytes", cesu, bad_json),
+        (f"nesting {limit} deep (at the limit)", deep_extra("h-d64", limit), accepted),
+        (f"nesting {limit + 1} deep", deep_extra("h-d65", limit + 1), invalid),
+        ("nesting 300 deep", deep_extra("h-d300", 300), invalid),
+        ("nesting 1,000 deep", deep_extra("h-d1000", 1000), invalid),
+        ("nesting 20,000 deep", deep_extra("h-d20000", 20_000), invalid),
+        ("100 KB alertname", with_label("h-huge", "alertname", "A" * 100_000), accepted),
+        ("control characters in labels", with_label("h-ctl", "x", control), accepted),
+        ("BOM and a 70-bit integer", bom_bigint, accepted),
+        ("NaN in an extra field", json.dumps(example("h-nan", x=float("nan"))).encode(), accepted),
+    ]
+    return [Hostile(name, body, *answer) for name, body, answer in rows]
