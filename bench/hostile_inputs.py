@@ -33,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 from tests.hostile_inputs import Hostile, hostile_inputs, valid_body  # noqa: E402
 
 TOKEN = "hostile-bench-token-0123456789"
+#: `listen.max_body_bytes`' default: larger bodies are answered 413.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def free_port() -> int:
@@ -53,14 +55,32 @@ def fuzz_corpus(count: int) -> list[Hostile]:
     for n in range(count):
         payload = hostile_notification().example()
         body = json.dumps(payload).encode()
-        if has_lone_surrogate(payload):
+        if len(body) > MAX_BODY_BYTES:
+            expected, reason = 413, "too_large"
+        elif has_lone_surrogate(payload):
             expected, reason = 400, "bad_json"
         elif deeper_than(payload, MAX_DEPTH):
             expected, reason = 422, "invalid"
         else:
             expected, reason = 200, None
-        corpus.append(Hostile(f"fuzz #{n + 1}", body, expected, reason))
+        corpus.append(Hostile(f"fuzz #{n + 1}: {_traits(payload)}", body, expected, reason))
     return corpus
+
+
+def _traits(payload: object) -> str:
+    """What makes a fuzz body hostile, in a few words."""
+    from market_agent.inputs import deeper_than, has_lone_surrogate
+
+    text = json.dumps(payload, ensure_ascii=False)
+    depth = next(d for d in range(1, 400) if not deeper_than(payload, d))
+    traits = [f"depth {depth}"]
+    if has_lone_surrogate(payload):
+        traits.append("lone surrogate")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in text):
+        traits.append("control chars")
+    if len(text) > 10_000:
+        traits.append(f"{len(text) // 1000} K chars")
+    return ", ".join(traits)
 
 
 class Listener:
