@@ -176,15 +176,19 @@ def _loads(data: bytes) -> Any:
 
 def deeper_than(value: Any, limit: int) -> bool:
     """Whether a decoded JSON value nests objects and arrays more than `limit` deep
-    (a scalar is 0 deep, `[]` 1). Iterative: no depth can exhaust the stack."""
-    stack = [(value, 1)] if isinstance(value, dict | list) else []
-    while stack:
-        item, depth = stack.pop()
+    (a scalar is 0 deep, `[]` 1). Level by level, without recursion: no depth can
+    exhaust the stack, and a list comprehension per container keeps it quick."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if item.__class__ is dict else item
+            below += [c for c in children if c.__class__ is dict or c.__class__ is list]
+        level = below
     return False
 
 

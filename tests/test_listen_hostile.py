@@ -243,3 +243,13 @@ def test_after_each_hostile_input_the_next_valid_notification_is_analysed(tmp_pa
     log = agent.log.read_text()
     assert "Traceback" not in log
     assert max(len(line) for line in log.splitlines()) < MAX_LOG_MESSAGE + 300
+
+
+@pytest.mark.parametrize(("depth", "deeper"), [(0, False), (63, False), (64, False), (65, True)])
+def test_depth_is_counted_in_objects_and_arrays(depth, deeper):
+    from market_agent.inputs import MAX_DEPTH, deeper_than
+
+    value: Any = "leaf"
+    for level in range(depth):
+        value = {"k": value} if level % 2 else [value]
+    assert deeper_than(value, MAX_DEPTH) is deeper
