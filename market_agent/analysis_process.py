@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import queue
@@ -46,6 +47,7 @@ import orjson
 
 from market_agent.audit import Prepared, prepare
 from market_agent.errors import ConfigError
+from market_agent.models import new_id
 from market_agent.workers import Batch, Job, Observation, Workers, failure_record
 
 if TYPE_CHECKING:
@@ -59,7 +61,8 @@ log = logging.getLogger("market_agent.listen")
 IN_FLIGHT = 256
 #: Jobs per message to the child.
 SEND_BATCH = 64
-#: A job in hand at this many deaths of the child is recorded as failed.
+#: A job is attempted at most this many times (across restarts too: `Job.attempt`); a
+#: job in hand when the child dies on its last attempt is recorded as failed.
 MAX_CRASHES = 3
 RESTART_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 #: What a terminal (Ctrl-C) or systemd (stop) sends to every process of the group.
@@ -90,8 +93,9 @@ class ProcessAnalysis:
 
     `commit(batch, on_done)` journals a batch's records without blocking and calls
     `on_done(committed)` once they are on disk (or could not be written); `on_take`
-    is called as each job leaves the queue, `on_failed(job, why)` for a job given up
-    on (already counted done), `on_restart()` each time a dead child is replaced.
+    is called with the jobs that leave the queue, before they are handed over;
+    `on_failed(job, error, why)` for a job given up on (already counted done), and
+    `on_restart()` each time a dead child is replaced.
     """
 
     def __init__(
@@ -101,8 +105,8 @@ class ProcessAnalysis:
         commit: Callable[[Batch, Callable[[bool], None]], None],
         *,
         stopping: threading.Event,
-        on_take: Callable[[Job], None],
-        on_failed: Callable[[Job, str], None],
+        on_take: Callable[[list[Job]], None],
+        on_failed: Callable[[Job, str, str], None],
         on_restart: Callable[[], None],
     ) -> None:
         self.spec = spec
@@ -141,6 +145,16 @@ class ProcessAnalysis:
         """Jobs the current child holds (handed over, not yet back in a batch)."""
         with self._cond:
             return len(self._in_flight)
+
+    def problem(self) -> str | None:
+        """Why analysis is not running (None: it is): a thread here died, or the child
+        is dead (being replaced) or not ready yet."""
+        if self._closing:
+            return None
+        if any(not thread.is_alive() for thread in self._threads):
+            return "analysis_down"
+        with self._cond:
+            return None if self._ready else "analysis_down"
 
     def start(self) -> None:
         """Start the child and wait until it is ready; ConfigError if it cannot start."""
@@ -244,9 +258,12 @@ class ProcessAnalysis:
 
     def _requeue(self, held: list[Job]) -> None:
         for job in held:
-            again = dataclasses.replace(job, holds_slot=False, crashes=job.crashes + 1)
-            if again.crashes >= MAX_CRASHES:
-                self.on_failed(again, f"the analysis process died {again.crashes} times with it")
+            again = dataclasses.replace(
+                job, holds_slot=False, crashes=job.crashes + 1, attempt=job.attempt + 1
+            )
+            if again.attempt > MAX_CRASHES:
+                why = f"the analysis process died with it in hand at attempt {job.attempt}"
+                self.on_failed(again, "AnalysisProcessDied", why)
             else:
                 self.jobs.put(again)
             self.jobs.task_done()
@@ -268,14 +285,27 @@ class ProcessAnalysis:
     # Threads --------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        """Queued jobs -> the child, SEND_BATCH at a time, at most IN_FLIGHT held."""
+        """Queued jobs -> the child, SEND_BATCH at a time, at most IN_FLIGHT held.
+
+        No job can stop this thread: one that cannot be handed over is recorded as
+        failed (`_hand_over`), and anything else is logged and the loop goes on.
+        """
+        while True:
+            try:
+                if not self._dispatch_once():
+                    return
+            except Exception:  # a bug: the jobs of that batch wait for the next start
+                log.exception("analysis dispatch failed (error id %s)", new_id()[:12])
+
+    def _dispatch_once(self) -> bool:
+        """Hand over one batch; False at the stop sentinel."""
         while True:
             self._room.acquire()
             job = self.jobs.get()
             if job is None:
                 self.jobs.task_done()
                 self._room.release()
-                return
+                return False
             batch = [job]
             while len(batch) < SEND_BATCH and self._room.acquire(blocking=False):
                 try:
@@ -290,11 +320,21 @@ class ProcessAnalysis:
                     break
                 batch.append(more)
             self._hand_over(batch)
+            return True
 
     def _hand_over(self, batch: list[Job]) -> None:
-        for job in batch:
-            self.on_take(job)
-        items = [(job.notification_id, _payload_json(job)) for job in batch]
+        self.on_take(batch)
+        items = []
+        for job in list(batch):
+            try:
+                items.append((job.notification_id, _payload_json(job)))
+            except Exception as exc:  # past intake's checks: recorded, never retried
+                batch.remove(job)
+                self.on_failed(job, "UnserialisablePayload", f"{type(exc).__name__}: {exc}")
+                self.jobs.task_done()
+                self._room.release()
+        if not batch:
+            return
         with self._cond:
             # Only a ready child is handed jobs: one that fails to start held none.
             while not (self._ready or self._closing):
@@ -373,10 +413,16 @@ class ProcessAnalysis:
 
 
 def _payload_json(job: Job) -> bytes:
-    if job.payload is not None:
-        with contextlib.suppress(TypeError):
-            return orjson.dumps(job.payload)
-    return orjson.dumps(job.notification.model_dump(mode="json", by_alias=True))
+    """The payload for the child; the standard library writes what orjson will not
+    (integers beyond 64 bits; more than 255 levels; lone surrogates, as escapes the
+    child then refuses to read: intake refuses these two)."""
+    payload: Any = job.payload
+    if payload is None:
+        payload = job.notification.model_dump(mode="json", by_alias=True)
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload).encode()
 
 
 # The child -------------------------------------------------------------------------

@@ -137,6 +137,9 @@ class ListenSettings(_Section):
     #: the HTTP server.
     analysis: Literal["process", "threads"] = "process"
     grace_period: float = Field(default=10.0, ge=0)
+    #: /readyz answers 503 (analysis_stalled) when queued work has waited this long
+    #: with no analysis journaled; above the slowest analysis (LLM timeout x retries).
+    stall_seconds: float = Field(default=120.0, gt=0)
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     insecure_no_auth: bool = False

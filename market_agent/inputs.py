@@ -25,6 +25,9 @@ from market_agent.models import ApiAlert, Notification, notification_from_api_al
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
 #: One JSON Lines line larger than this is refused (the rest of the file is still read).
 MAX_LINE_BYTES = 8 * 1024 * 1024
+#: Deepest nesting of objects and arrays `listen` accepts in a notification (README).
+#: Alertmanager's own payloads are 4 deep; the pipeline's serialisers stop at 255.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +172,50 @@ def _loads(data: bytes) -> Any:
         raise PayloadError(f"not valid JSON: {exc.msg} ({where})") from None
     except RecursionError:
         raise PayloadError("not valid JSON: nested too deeply") from None
+
+
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value nests objects and arrays more than `limit` deep
+    (a scalar is 0 deep, `[]` 1). Level by level, without recursion: no depth can
+    exhaust the stack, and a list comprehension per container keeps it quick."""
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if item.__class__ is dict else item
+            below += [c for c in children if c.__class__ is dict or c.__class__ is list]
+        level = below
+    return False
+
+
+def has_lone_surrogate(value: Any) -> bool:
+    """Whether any string of a decoded JSON value (object keys included) holds a lone
+    surrogate (JSON's `"\\ud800"`): text that is not Unicode, which no UTF-8 encoder
+    (the audit log's, the analysis process's) can write."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and not _encodes(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_payload(value: Any) -> Notification:

@@ -12,6 +12,11 @@ transport errors, and re-sends a group until one send succeeds):
   analysis catches up.
 - At start, every listen notification in the audit log without an analysis is
   queued again: an acknowledged notification is never lost, even to SIGKILL.
+- A notification is attempted at most MAX_ATTEMPTS times, restarts included: every
+  attempt after the first is announced by an `analysis_attempt` record, journaled
+  before the job is handed to analysis, and at start a notification whose last
+  announced attempt was the last allowed is parked (`analysis_failed`, error
+  `AttemptsExhausted`) instead of queued. A first attempt writes nothing more.
 - A notification whose alerts, keyed by (fingerprint, status, startsAt), were all
   seen before is a duplicate (an Alertmanager re-send): acknowledged, counted,
   logged, not journaled and not analysed again.
@@ -40,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from market_agent.analysis.run import ContextProvider, notification_record
 from market_agent.audit import AuditLog, Prepared, prepare
 from market_agent.errors import ConfigError
+from market_agent.logs import clip
 from market_agent.metrics import ListenMetrics
 from market_agent.models import Notification, new_id
 from market_agent.workers import (
@@ -84,6 +90,15 @@ RETRY_SECONDS = 1.0
 BACKPRESSURE_SHARE = 0.5
 BACKPRESSURE_SECONDS = 0.5
 BACKPRESSURE_POLL_SECONDS = 0.005
+#: Attempts at analysing one notification, restarts included (then it is parked).
+MAX_ATTEMPTS = 3
+#: Longest wait for an `analysis_attempt` record to be on disk before the attempt
+#: goes ahead anyway (the journal may be failing: analysis must not stop for that).
+ATTEMPT_MARK_TIMEOUT = 5.0
+#: /readyz: queued work with no analysis journaled for this long is a stalled pipeline.
+STALL_SECONDS = 120.0
+#: Alert names quoted in one log line, at most.
+MAX_LOGGED_NAMES = 5
 
 Entries = Sequence[tuple[str, Mapping[str, Any]] | Prepared]
 T = TypeVar("T")
@@ -175,6 +190,8 @@ class Journal:
         self._loop_commit_due = False
         self._cond = threading.Condition()
         self._closed = False
+        #: Why the last commit failed, while no commit has succeeded since.
+        self.failing: str | None = None
         self._thread = threading.Thread(target=self._run, name="journal", daemon=True)
 
     def start(self) -> None:
@@ -270,10 +287,13 @@ class Journal:
         try:
             records = self.audit.append_many(entries)
         except Exception as exc:  # one write: nothing of the batch is acknowledged
+            if entries:
+                self.failing = f"{type(exc).__name__}: {exc}"
             for _, future in batch:
                 future.set_exception(exc)
             return
         if records:  # not a `flush`
+            self.failing = None
             self.metrics.journal_commits.inc()
             self.metrics.journal_records.inc(len(records))
         start = 0
@@ -389,11 +409,14 @@ class Recovery:
     requeued: int
     dedup_keys: int
     records: int
+    #: Unanalysed notifications not re-queued: attempted MAX_ATTEMPTS times already.
+    parked: int = 0
 
     def __str__(self) -> str:
+        parked = f", {self.parked} parked after {MAX_ATTEMPTS} attempts" if self.parked else ""
         return (
             f"{self.records} records, {self.dedup_keys} alert keys remembered, "
-            f"{self.requeued} notifications re-queued"
+            f"{self.requeued} notifications re-queued{parked}"
         )
 
 
@@ -417,6 +440,7 @@ class Listener:
         remediator: Remediator | None = None,
         dedup_max_keys: int = DEDUP_MAX_KEYS,
         engine: EngineSpec | None = None,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.audit = audit
         self.metrics = metrics or ListenMetrics()
@@ -431,6 +455,11 @@ class Listener:
         self._started = False
         self._lock_fd: int | None = None
         self._handoffs: _Handoff | None = None
+        self.stall_seconds = stall_seconds
+        #: When analysis last made progress (a record journaled), or the queue last
+        #: went from empty to not: /readyz's measure of a stalled pipeline.
+        self._progress_at = time.monotonic()
+        self._probe: Future[list[dict[str, Any]]] | None = None
         self.metrics.queue_depth.set_function(lambda: self.depth)
 
     def _analysis_for(
@@ -449,7 +478,7 @@ class Listener:
                 self._queue,
                 self._commit,
                 stopping=self._stopping,
-                on_take=self._taken,
+                on_take=self._take,
                 on_failed=self._give_up,
                 on_restart=self.metrics.analysis_restarts.inc,
             )
@@ -495,7 +524,35 @@ class Listener:
 
     @property
     def ready(self) -> bool:
-        return self._started and not self._stopping.is_set() and self.journal.alive
+        return self.readiness() is None
+
+    def readiness(self) -> str | None:
+        """Why this listener is not ready (None: it is). README, "listen", lists them."""
+        if not self._started:
+            return "starting"
+        if self._stopping.is_set():
+            return "draining"
+        if not self.journal.alive or self.journal.failing is not None:
+            return "journal_unwritable"
+        problem = self._analysis.problem()
+        if problem is not None:
+            return problem
+        if self.depth and time.monotonic() - self._progress_at > self.stall_seconds:
+            return "analysis_stalled"
+        return None
+
+    def probe_journal(self) -> Future[list[dict[str, Any]]] | None:
+        """While the journal is failing, try it with a `journal_resumed` record (one try
+        at a time): once it is written, the audit log shows the outage's end and
+        /readyz is ready again even if no notification or analysis is pending."""
+        failing = self.journal.failing
+        if failing is None or not self.journal.alive:
+            return None
+        if self._probe is None or self._probe.done():
+            record = {"after": clip(failing, 300)}
+            with contextlib.suppress(JournalClosed):
+                self._probe = self.journal.submit([prepare("journal_resumed", record)])
+        return self._probe
 
     @property
     def depth(self) -> int:
@@ -607,6 +664,8 @@ class Listener:
             return
         self.metrics.received.labels(job.notification.status).inc()
         self.metrics.last_notification.set(time.time())
+        if not self.depth:
+            self._progress_at = time.monotonic()
         self._queue.put(job)
         if log.isEnabledFor(logging.INFO):  # _describe is not free: only when logged
             described = _describe(job.notification)
@@ -615,8 +674,21 @@ class Listener:
     # Analysis (workers here, or the analysis process) -----------------------------
 
     def _taken(self, job: Job) -> None:
-        if job.holds_slot:
-            self._slots.release()
+        self._take([job])
+
+    def _take(self, jobs: list[Job]) -> None:
+        """Jobs leave the queue for analysis: their slots are free, and every attempt
+        after the first is on disk before it starts (so that a crash counts it)."""
+        markers = []
+        for job in jobs:
+            if job.holds_slot:
+                self._slots.release()
+            if job.attempt > 1:
+                fields = {"notification_id": job.notification_id, "attempt": job.attempt}
+                markers.append(prepare("analysis_attempt", fields))
+        if markers:
+            with contextlib.suppress(Exception):  # a failing journal must not stop analysis
+                self.journal.submit(markers).result(ATTEMPT_MARK_TIMEOUT)
 
     def _commit(self, batch: Batch, on_done: Callable[[bool], None]) -> None:
         """Journal a batch of analysis records; `on_done(committed)` once settled."""
@@ -624,6 +696,7 @@ class Listener:
         def settled(future: Future[list[dict[str, Any]]]) -> None:
             exc = future.exception()
             if exc is None:
+                self._progress_at = time.monotonic()
                 self._count(batch)
             else:
                 self._not_journaled(batch, exc)
@@ -673,10 +746,11 @@ class Listener:
         timer.daemon = True
         timer.start()
 
-    def _give_up(self, job: Job, why: str) -> None:
-        """Record a job the analysis process kept dying on (it is not retried)."""
-        record = failure_record(job.notification_id, "AnalysisProcessDied", why=why)
+    def _give_up(self, job: Job, error: str, why: str) -> None:
+        """Record a job the analysis cannot take, or kept dying on (it is not retried)."""
+        record = failure_record(job.notification_id, error, why=why)
         self.metrics.analysis_failures.inc()
+        self._progress_at = time.monotonic()
         with contextlib.suppress(JournalClosed):
             self.journal.submit([prepare("analysis_failed", record)])
 
@@ -684,6 +758,8 @@ class Listener:
 
     def _recover(self) -> Recovery:
         pending: dict[str, dict[str, Any]] = {}
+        #: The last attempt announced for each notification (absent: the first).
+        attempts: dict[str, int] = {}
         count = 0
         for record in self.audit.records():
             count += 1
@@ -695,36 +771,55 @@ class Listener:
                 pending[str(record.get("id"))] = record
             elif kind in ("analysis", "analysis_failed"):
                 pending.pop(str(record.get("notification_id")), None)
+            elif kind == "analysis_attempt":
+                attempts[str(record.get("notification_id"))] = _int(record.get("attempt"))
+        failures: list[dict[str, Any]] = []
         for notification_id, record in pending.items():
-            self._requeue(notification_id, record)
-        if pending:
-            log.warning("re-queued %d acknowledged, unanalysed notifications", len(pending))
-        return Recovery(requeued=len(pending), dedup_keys=len(self._dedup), records=count)
+            attempt = attempts.get(notification_id, 1)
+            if attempt >= MAX_ATTEMPTS:
+                why = f"still unanalysed after {attempt} attempts; parked, not retried"
+                failures.append(failure_record(notification_id, "AttemptsExhausted", why=why))
+            else:
+                failures.extend(self._requeue(notification_id, record, attempt + 1))
+        self._record_failures_at_start(failures)
+        parked = sum(f["error"] == "AttemptsExhausted" for f in failures)
+        requeued = len(pending) - len(failures)
+        if requeued:
+            log.warning("re-queued %d acknowledged, unanalysed notifications", requeued)
+        return Recovery(requeued, len(self._dedup), count, parked)
 
-    def _requeue(self, notification_id: str, record: Mapping[str, Any]) -> None:
+    def _requeue(
+        self, notification_id: str, record: Mapping[str, Any], attempt: int
+    ) -> list[dict[str, Any]]:
+        """Queue a journaled notification again; else the failure record to write."""
         try:
             notification = Notification.model_validate(record.get("payload"))
         except ValueError as exc:
-            self._record_failure_at_start(notification_id, exc)
-            return
+            why = "the journaled notification cannot be read back"
+            return [failure_record(notification_id, type(exc).__name__, why=why)]
         self.metrics.recovered.inc()
         payload = record.get("payload")
-        job = Job(notification_id, notification, holds_slot=False, payload=payload)
+        job = Job(notification_id, notification, False, payload=payload, attempt=attempt)
         self._queue.put(job)
+        return []
 
-    def _record_failure_at_start(self, notification_id: str, exc: Exception) -> None:
-        log.error("journaled notification %s cannot be read back; not analysed", notification_id)
-        self.metrics.analysis_failures.inc()
-        self.audit.append(
-            "analysis_failed",
-            {"notification_id": notification_id, "error": type(exc).__name__, "error_id": None},
-        )
+    def _record_failures_at_start(self, failures: list[dict[str, Any]]) -> None:
+        if failures:
+            self.metrics.analysis_failures.inc(len(failures))
+            self.audit.append_many([("analysis_failed", record) for record in failures])
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 1
 
 
 def _describe(notification: Notification) -> str:
     names = sorted({alert.name for alert in notification.alerts})
+    shown = [clip(name) for name in names[:MAX_LOGGED_NAMES]]
+    more = f" and {len(names) - len(shown)} more names" if len(names) > len(shown) else ""
     # Alert text is untrusted: JSON-quote it so it cannot forge log lines.
-    return f"{notification.status} {json.dumps(names)} ({len(notification.alerts)} alerts)"
+    described = json.dumps(shown)
+    return f"{notification.status} {described}{more} ({len(notification.alerts)} alerts)"
 
 
 def _lock_exclusively(audit_path: Path) -> int:

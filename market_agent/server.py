@@ -9,6 +9,8 @@ retries it. Every response body is JSON except ``/metrics``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import hmac
 import ipaddress
@@ -25,7 +27,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from market_agent.errors import AuditError, ConfigError
-from market_agent.inputs import PayloadError, parse_payload
+from market_agent.inputs import (
+    MAX_DEPTH,
+    PayloadError,
+    deeper_than,
+    has_lone_surrogate,
+    parse_payload,
+)
 from market_agent.listener import (
     JournalClosed,
     Listener,
@@ -48,6 +56,9 @@ WEBHOOK_PATH = "/webhook/alerts"
 #: Longest validation message put in a 422 body.
 MAX_MESSAGE = 300
 RETRY_AFTER_SECONDS = b"5"
+#: Longest /readyz waits for a failing journal's trial write.
+PROBE_TIMEOUT_SECONDS = 1.0
+TOO_DEEP_MESSAGE = f"objects and arrays nested deeper than {MAX_DEPTH} levels"
 #: Allocations between collections of the youngest generation (Python's default: 700).
 GC_YOUNG_THRESHOLD = 10_000
 
@@ -130,8 +141,12 @@ class WebhookApp:
             return self._reject(413, "too_large", message, scope, (b"connection", b"close"))
         try:
             value = _loads(body)
-        except (ValueError, RecursionError):
+        except _TooDeep:
+            return self._reject(422, "invalid", TOO_DEEP_MESSAGE, scope)
+        except ValueError:
             return self._reject(400, "bad_json", "body is not valid JSON (UTF-8)", scope)
+        if _too_deep(body, value):
+            return self._reject(422, "invalid", TOO_DEEP_MESSAGE, scope)
         if not isinstance(value, dict):
             message = "expected a JSON object (an Alertmanager webhook notification)"
             return self._reject(422, "invalid", message, scope)
@@ -173,9 +188,17 @@ class WebhookApp:
         return Response.json(200, {"status": "ok"})
 
     async def _readyz(self, scope: Scope, receive: Receive) -> Response:
-        if self.listener.ready:
-            return Response.json(200, {"status": "ready", "queue_depth": self.listener.depth})
-        return Response.json(503, {"status": "not ready", "queue_depth": self.listener.depth})
+        """Ready, or 503 with the reason (README, "listen"); a failing journal is tried
+        again first, so that it turns ready once it can write, even with nothing to do."""
+        probe = self.listener.probe_journal()
+        if probe is not None:
+            with contextlib.suppress(Exception):  # still failing: the reason says so
+                await asyncio.wait_for(asyncio.wrap_future(probe), PROBE_TIMEOUT_SECONDS)
+        reason = self.listener.readiness()
+        depth = self.listener.depth
+        if reason is None:
+            return Response.json(200, {"status": "ready", "queue_depth": depth})
+        return Response.json(503, {"status": "not ready", "reason": reason, "queue_depth": depth})
 
     async def _metrics(self, scope: Scope, receive: Receive) -> Response:
         body = self.metrics.exposition()
@@ -223,13 +246,36 @@ class _LogLimit:
         return self._suppressed.pop(key, 0)
 
 
+class _TooDeep(Exception):
+    """The body nests objects and arrays deeper than a parser goes."""
+
+
 def _loads(body: bytes) -> Any:
     """Decode a JSON body: orjson when it can, the standard library for what orjson refuses
-    (a BOM, UTF-16/32, lone surrogates, NaN), so the same bodies are accepted."""
+    (a BOM, UTF-16/32, NaN, integers beyond 64 bits), so the same bodies are accepted;
+    except invalid Unicode (lone surrogates), which nothing downstream can write. Raises
+    ValueError for what is not JSON, `_TooDeep` for what no parser goes deep enough into.
+    """
     try:
         return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):
+            raise _TooDeep from None
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        raise _TooDeep from None
+    if has_lone_surrogate(value):
+        raise ValueError("a lone surrogate: not Unicode text")
+    return value
+
+
+def _too_deep(body: bytes, value: Any) -> bool:
+    """Deeper than MAX_DEPTH; walked only when the body has enough brackets to be
+    (every object and array opens with one: a cheap upper bound on the depth)."""
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return False
+    return deeper_than(value, MAX_DEPTH)
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
@@ -348,6 +394,7 @@ def run_listener(
         context_for=context_for,
         remediator=remediator,
         engine=engine,
+        stall_seconds=options.stall_seconds,
     )
     try:
         recovery = listener.start()

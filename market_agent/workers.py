@@ -59,8 +59,11 @@ class Job:
     holds_slot: bool
     #: The decoded JSON the notification was validated from, when at hand.
     payload: Mapping[str, Any] | None = field(default=None, compare=False)
-    #: Times an analysis process died with this job in hand.
+    #: Times an analysis process died with this job in hand (in this run).
     crashes: int = 0
+    #: Which attempt at analysing the notification this is, across restarts: every
+    #: attempt after the first is announced in the journal (`analysis_attempt`).
+    attempt: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +145,12 @@ class Workers:
             if thread.is_alive():
                 thread.join(timeout)
 
+    def problem(self) -> str | None:
+        """Why analysis is not running (None: it is)."""
+        if any(not thread.is_alive() for thread in self.threads) and not self.stopping.is_set():
+            return "analysis_down"
+        return None
+
     def _work(self) -> None:
         running = True
         while running:
@@ -149,6 +158,9 @@ class Workers:
             batch = Batch()
             try:
                 running = self._run_batch(first, batch)
+            except Exception:  # a bug: this batch is lost until the next start, not the thread
+                log.exception("analysis batch failed (error id %s)", new_id()[:12])
+                running = first is not None
             finally:
                 for _ in range(len(batch.jobs) + (not running)):
                     self.jobs.task_done()

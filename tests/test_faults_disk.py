@@ -187,3 +187,37 @@ def test_disk_full_mid_batch_keeps_no_record_of_the_failed_batch(tmp_path, disk)
     log.append("notification", {"id": "after"})
     assert [r["id"] for r in lines(log.path)] == ["acknowledged", "after"]
     assert log.verify().ok
+
+
+def readyz(live: LiveListener) -> tuple[int, str | None]:
+    response = live.client.get("/readyz")
+    return response.status_code, response.json().get("reason")
+
+
+def test_readyz_is_503_while_the_disk_is_full_and_ready_once_it_can_write(live, disk):
+    path = live.audit.path
+    assert readyz(live) == (200, None)
+    disk.fill()
+    assert_journal_error(live.post(notification(0)))
+    # Nothing is pending now: /readyz tries the journal itself, and still cannot write.
+    assert readyz(live) == (503, "journal_unwritable")
+    assert readyz(live) == (503, "journal_unwritable")
+    assert live.client.get("/healthz").status_code == 200  # alive all along
+    disk.free()
+    assert readyz(live) == (200, None)
+    [resumed] = [r for r in lines(path) if r["kind"] == "journal_resumed"]
+    assert "No space left on device" in resumed["after"]
+    assert live.post(notification(0)).json()["status"] == "accepted"
+    live.close()
+    assert AuditLog(path).verify().ok
+
+
+def test_readyz_is_503_while_the_audit_log_ends_in_a_damaged_record(live):
+    path = live.audit.path
+    assert live.post(notification(0)).status_code == 200
+    intact = path.read_bytes()
+    path.write_bytes(intact + b'{"hash": "not a record"}\n')
+    assert_journal_error(live.post(notification(1)))
+    assert readyz(live) == (503, "journal_unwritable")
+    path.write_bytes(intact)  # the operator moves the damage aside
+    assert readyz(live) == (200, None)

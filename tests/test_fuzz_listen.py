@@ -2,7 +2,8 @@
 
 Properties: `listen` never answers 500 for input and never crashes; every accepted
 notification is journaled and analysed; the audit log always parses and its hash
-chain verifies afterwards.
+chain verifies afterwards. Hostile values (lone surrogates, deep nesting, huge
+strings, control characters, odd types) are refused as documented or carried whole.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from market_agent.analysis.factory import build_analysis_service
 from market_agent.audit import AuditLog
 from market_agent.config import load_settings
+from market_agent.inputs import MAX_DEPTH, deeper_than, has_lone_surrogate
 from market_agent.listener import Listener
 from market_agent.server import WebhookApp, bind_socket
 from tests.test_fuzz_analyze import notification, odd_text
@@ -146,3 +148,70 @@ def test_huge_strings_deep_nesting_and_oversize(live: LiveListener) -> None:
     huge = json.dumps({"status": "firing", "alerts": [{"labels": {"a": "x" * (LIMIT + 1)}}]})
     assert live.post(huge.encode()).status_code == 413
     assert live.client.get("/healthz").status_code == 200
+
+
+#: Text with what the pipeline must refuse or carry: lone surrogates, every control
+#: character, NUL, huge runs.
+hostile_text = (
+    st.text(alphabet=st.characters(blacklist_categories=()), max_size=40)
+    | st.text(alphabet=st.characters(max_codepoint=0x1F), max_size=40)
+    | st.sampled_from(["\ud800", "a\udfff", "\udc00\ud800", "\x00" * 3, "\x1b[2J\r\n"])
+    | st.integers(min_value=1, max_value=120_000).map(lambda n: "A" * n)
+)
+hostile_scalar = (
+    hostile_text
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False)
+    | st.none()
+    | st.booleans()
+)
+
+
+@st.composite
+def nested_value(draw: Any) -> Any:
+    """A hostile scalar, wrapped in 0 to 300 levels of lists and objects."""
+    value = draw(hostile_scalar)
+    for wrap in draw(st.lists(st.booleans(), max_size=300)):
+        value = {draw(hostile_text): value} if wrap else [value]
+    return value
+
+
+@st.composite
+def hostile_notification(draw: Any) -> dict[str, Any]:
+    """A valid notification with a hostile label key, label value or extra field."""
+    body = draw(notification())
+    where = draw(st.sampled_from(["label_value", "label_key", "extra"]))
+    labels = body["alerts"][0].setdefault("labels", {})
+    if where == "label_value":
+        labels[draw(st.sampled_from(["alertname", "x"]))] = draw(hostile_text)
+    elif where == "label_key":
+        labels[draw(hostile_text)] = "v"
+    else:
+        body[draw(st.sampled_from(["extra", "x-custom"]))] = draw(nested_value())
+    return body
+
+
+@FUZZ
+@given(
+    payload=hostile_notification(),
+    encoding=st.sampled_from(["ascii-escapes", "utf-8", "utf-16"]),
+)
+def test_hostile_values_are_refused_as_documented_or_carried(
+    live: LiveListener, payload: dict, encoding: str
+) -> None:
+    text = json.dumps(payload, ensure_ascii=encoding == "ascii-escapes")
+    codec = "utf-16" if encoding == "utf-16" else "utf-8"
+    body = text.encode(codec, "surrogatepass")
+    response = live.post(body)
+    assert_no_server_error(response)
+    if len(body) > LIMIT:
+        expected = (413, None)
+    elif has_lone_surrogate(payload):
+        expected = (400, "bad_json")
+    elif deeper_than(payload, MAX_DEPTH):
+        expected = (422, "invalid")
+    else:
+        expected = (200, None)
+    reason = response.json().get("reason")
+    assert (response.status_code, reason if expected[1] else None) == expected, response.text
+    assert live.client.get("/readyz").status_code == 200

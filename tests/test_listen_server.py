@@ -158,8 +158,8 @@ def test_chunked_body_under_limit_is_accepted(server):
 
 @pytest.mark.parametrize(
     "body",
-    [b"", b"not json", b'{"alerts": [', b"\xff\xfe\x00garbage", b"[" * 3000 + b"]" * 3000],
-    ids=["empty", "text", "truncated", "binary", "deep-nesting"],
+    [b"", b"not json", b'{"alerts": [', b"\xff\xfe\x00garbage", b'"\\ud800"'],
+    ids=["empty", "text", "truncated", "binary", "lone-surrogate"],
 )
 def test_non_json_is_400(tmp_path, body):
     running = Running(tmp_path, max_body_bytes=10_000)
@@ -167,6 +167,16 @@ def test_non_json_is_400(tmp_path, body):
         assert_rejected(running.post(body), 400, "bad_json")
         assert running.records() == []
         assert running.rejected("bad_json") == 1
+    finally:
+        running.close()
+
+
+@pytest.mark.parametrize("depth", [65, 3000], ids=["past-the-limit", "past-the-parsers"])
+def test_nesting_deeper_than_64_is_422(tmp_path, depth):
+    running = Running(tmp_path, max_body_bytes=10_000)
+    try:
+        assert_rejected(running.post(b"[" * depth + b"]" * depth), 422, "invalid")
+        assert running.records() == []
     finally:
         running.close()
 
