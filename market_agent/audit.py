@@ -45,12 +45,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from market_agent.errors import AuditError, ConfigError
 from market_agent.redact import may_hold_secrets, redact_payload
+
+if TYPE_CHECKING:
+    from market_agent.config import AuditSettings
 
 GENESIS_HASH = "0" * 64
 RESERVED_FIELDS = frozenset({"seq", "ts", "kind", "prev_hash", "hash", "key_id"})
@@ -200,15 +203,15 @@ class AuditLog:
         self._warned_directory = False
 
     @classmethod
-    def from_settings(cls, settings: Any) -> AuditLog:
+    def from_settings(cls, settings: AuditSettings) -> AuditLog:
         """From an `AuditSettings` (the key file is read and checked here)."""
-        key_file = getattr(settings, "key_file", None)
+        key_file = settings.key_file
         return cls(
             settings.path.expanduser(),
             fsync=settings.fsync,
             key=load_key(key_file) if key_file is not None else None,
-            max_bytes=getattr(settings, "max_bytes", None),
-            keep=getattr(settings, "keep", None),
+            max_bytes=settings.max_bytes,
+            keep=settings.keep,
         )
 
     # Writing -----------------------------------------------------------------
@@ -644,3 +647,52 @@ def _read_tail(fd: int, size: int) -> bytes:
         if data.count(b"\n") >= 2 or chunk == size:
             return data
         chunk = min(size, chunk * 4)
+
+
+def lock_for_listener(audit_path: Path) -> int:
+    """One listener per audit log file; returns the lock's fd (closing it lets go).
+
+    The lock is a file beside the log (`<log>.listen.lock`), so it outlives rotation
+    and, as `flock` locks the lock file's inode, paths through symbolic links to the
+    directory meet on it. The log itself must be reached by one name only: a symbolic
+    link is refused when the log is opened, and a log with other hard links is refused
+    here (each name would have a lock of its own).
+    """
+    lock_path = audit_path.with_name(audit_path.name + ".listen.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(
+            f"another `market-agent listen` is using the audit log {audit_path} "
+            f"(lock {lock_path}); stop it or use --audit-log PATH"
+        ) from None
+    try:
+        _refuse_other_names(audit_path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _refuse_other_names(audit_path: Path) -> None:
+    """Refuse a log that has hard links elsewhere; checked under the append lock, as a
+    rotation briefly gives the log a second name."""
+    try:
+        fd = os.open(audit_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise AuditError(f"audit log {audit_path}: cannot open: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        info = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if info.st_nlink > 1:
+        raise ConfigError(
+            f"audit log {audit_path} has {info.st_nlink} names (hard links; device "
+            f"{info.st_dev}, inode {info.st_ino}): a listener must be the only one using "
+            "the file; remove the other links or use --audit-log PATH"
+        )

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -39,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from market_agent.analysis.run import ContextProvider, notification_record
 from market_agent.audit import AuditLog, Prepared, prepare
-from market_agent.errors import ConfigError
 from market_agent.metrics import ListenMetrics
 from market_agent.models import Notification, new_id
 from market_agent.workers import (
@@ -432,6 +430,7 @@ class Listener:
         self._lock_fd: int | None = None
         self._handoffs: _Handoff | None = None
         self.metrics.queue_depth.set_function(lambda: self.depth)
+        self.metrics.watch_audit(audit)
 
     def _analysis_for(
         self,
@@ -728,15 +727,7 @@ def _describe(notification: Notification) -> str:
 
 
 def _lock_exclusively(audit_path: Path) -> int:
-    """One listener per audit log: two would each re-queue the other's work at start."""
-    lock_path = audit_path.with_name(audit_path.name + ".listen.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ConfigError(
-            f"another `market-agent listen` is using the audit log {audit_path} "
-            f"(lock {lock_path}); stop it or use --audit-log PATH"
-        ) from None
-    return fd
+    """One listener per audit log file: two would each re-queue the other's work."""
+    from market_agent.audit import lock_for_listener
+
+    return lock_for_listener(audit_path)
