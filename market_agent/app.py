@@ -66,7 +66,7 @@ class AppState:
         audit = self.settings.audit
         if not audit.enabled:
             return None
-        return AuditLog(audit.path.expanduser(), fsync=audit.fsync)
+        return AuditLog.from_settings(audit)
 
     def analysis_service(self, *, use_llm: bool = True) -> AnalysisService:
         from market_agent.analysis.factory import build_analysis_service

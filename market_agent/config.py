@@ -123,6 +123,12 @@ class AuditSettings(_Section):
     enabled: bool = True
     path: Path = Field(default_factory=lambda: default_state_dir() / "audit.jsonl")
     fsync: bool = True
+    #: HMAC-SHA256 key for the hash chain (a file readable by its owner only).
+    key_file: Path | None = None
+    #: Rotate the log before a write would take it past this size.
+    max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    #: Rotated files kept (audit.jsonl.1 ... .keep); unset keeps them all.
+    keep: int | None = Field(default=None, ge=1)
 
 
 class ListenSettings(_Section):

@@ -388,40 +388,73 @@ class FileVerdict:
     records: int
     line: int | None = None
     problem: str | None = None
+    #: Records written with a key (authenticated when `verify_files` was given it).
+    keyed: int = 0
+    last_hash: str | None = None
+    #: A later file whose first record starts a chain of its own (rotated by hand).
+    new_chain: bool = False
 
 
-def verify_files(paths: list[Path]) -> list[FileVerdict]:
-    """Check each file's hash chain (each rotated file starts its own), oldest first.
+def verify_files(paths: list[Path], key: bytes | None = None) -> list[FileVerdict]:
+    """Check the hash chain through the log and its rotated files, oldest first.
 
-    Stops at the first broken file.
+    The chain runs on from file to file (a rotated log's new file starts with a
+    `rotation` record linked to the previous file's last); the oldest file may begin
+    with a rotation record (older files removed by `audit.keep`); any file may begin a
+    new chain at the genesis hash (logs rotated by hand). Stops at the first break.
     """
-    verdicts = []
+    verdicts: list[FileVerdict] = []
+    prev: str | None = None
+    keyed_before = False
     for path in reversed(paths):
-        verdict = verify_file(path)
+        verdict = verify_file(path, prev, key, keyed_before)
         verdicts.append(verdict)
         if not verdict.ok:
             break
+        if verdict.records:
+            prev = verdict.last_hash
+        keyed_before = keyed_before or verdict.keyed > 0
     return verdicts
 
 
-def verify_file(path: Path) -> FileVerdict:
+def verify_file(
+    path: Path, prev: str | None = None, key: bytes | None = None, keyed_before: bool = False
+) -> FileVerdict:
     """`AuditLog.verify`'s verdicts, faster: checks inlined, parts of a large file in
-    parallel, and the seams between parts checked afterwards."""
+    parallel, and the seams between parts checked afterwards. `prev`: the last hash of
+    the previous file (None: this is the oldest)."""
     try:
-        parts = map_ranges(_verify_range, path)
+        parts = map_ranges(_verify_range, path, prev, key)
     except FileNotFoundError:
-        return FileVerdict(path, True, 0)
-    count, prev = 0, GENESIS
+        return FileVerdict(path, True, 0, last_hash=prev)
+    count = keyed = 0
+    last = prev
     for part in parts:
-        seam_ok = part.first_prev is None or part.first_prev == prev
+        seam_ok = part.first_prev is None or part.first_prev == last
         if not seam_ok and part.line != 1:
             problem = "prev_hash does not match the previous record (deleted or inserted)"
-            return FileVerdict(path, False, count, count + 1, problem)
+            return FileVerdict(path, False, count, count + 1, problem, keyed)
+        downgrade = _downgrade(part, keyed_before or keyed > 0) if key is not None else None
+        if downgrade is not None and (part.problem is None or downgrade < part.line):
+            problem = "unkeyed record after keyed ones (forged or downgraded without the key)"
+            return FileVerdict(
+                path, False, count + downgrade - 1, count + downgrade, problem, keyed
+            )
         if part.problem is not None:
-            return FileVerdict(path, False, count + part.records, count + part.line, part.problem)
+            line = count + part.line
+            return FileVerdict(path, False, line - 1, line, part.problem, keyed + part.keyed)
         count += part.records
-        prev = part.last_hash or prev
-    return FileVerdict(path, True, count)
+        keyed += part.keyed
+        last = part.last_hash or last
+    new_chain = prev is not None and count > 0 and parts[0].starts_genesis
+    return FileVerdict(path, True, count, keyed=keyed, last_hash=last, new_chain=new_chain)
+
+
+def _downgrade(part: _Part, keyed_before: bool) -> int | None:
+    """The part's first unkeyed record after a keyed one (here or earlier), if any."""
+    if keyed_before and part.first_unkeyed is not None:
+        return part.first_unkeyed
+    return part.downgraded
 
 
 GENESIS = "0" * 64
@@ -436,36 +469,103 @@ class _Part:
     #: 1-based line number within the part of the first bad line.
     line: int = 0
     problem: str | None = None
+    keyed: int = 0
+    #: 1-based line numbers within the part of its first unkeyed record, and of its
+    #: first unkeyed record after a keyed one.
+    first_unkeyed: int | None = None
+    downgraded: int | None = None
+    #: The file's first record is at the genesis hash (first part only).
+    starts_genesis: bool = False
 
 
-def _verify_range(path: Path, start: int, end: int, index: int) -> _Part:
-    from market_agent.audit import _BODY_AT, _HASH_AT, _HASH_PREFIX, _PREV_AT, _check_line
+def _verify_range(
+    path: Path, start: int, end: int, index: int, expected: str | None, key: bytes | None
+) -> _Part:
+    from market_agent.audit import _BODY_AT, _HASH_AT, _HASH_PREFIX, _PREV_AT, check_line, key_id
 
     hash_end, prev_end = _HASH_AT + 64, _PREV_AT + 64
     sha256 = hashlib.sha256
-    prev: bytes | None = GENESIS.encode() if index == 0 else None
+    ident = key_id(key).encode() if key is not None else None
+    prev: bytes | None = None
     first_prev: str | None = None
-    count = 0
+    count = keyed = 0
+    first_unkeyed: int | None = None
+    downgraded: int | None = None
+    starts_genesis = False
     for chunk in range_chunks(path, start, end):
         lines = chunk.split(b"\n")
         torn = lines.pop()  # b"" when the chunk ends with a newline
         for line in lines:
-            if prev is None:  # a later part: take the seam on trust, checked by the caller
+            if prev is None:
+                if index == 0:  # the file's first line: where the chain may start
+                    problem, digest, is_keyed = check_line(
+                        line + b"\n",
+                        expected or GENESIS,
+                        key,
+                        ident,
+                        start=True,
+                        oldest=expected is None,
+                    )
+                    if problem is not None:
+                        return _Part(0, None, None, 1, problem)
+                    starts_genesis = line[_PREV_AT:prev_end] == GENESIS.encode()
+                    keyed, first_unkeyed = (1, None) if is_keyed else (0, 1)
+                    prev, count = digest.encode(), 1
+                    continue
+                # A later part: take the seam on trust, checked by the caller.
                 prev = line[_PREV_AT:prev_end]
                 first_prev = prev.decode("ascii", "replace")
             if (
-                line[prev_end:_BODY_AT] != b'",'
-                or line[_PREV_AT:prev_end] != prev
-                or not line.startswith(_HASH_PREFIX)
-                or sha256(prev + b"{" + line[_BODY_AT:]).hexdigest().encode()
-                != line[_HASH_AT:hash_end]
+                line[prev_end:_BODY_AT] == b'",'
+                and line[_PREV_AT:prev_end] == prev
+                and line.startswith(_HASH_PREFIX)
+                and sha256(prev + b"{" + line[_BODY_AT:]).hexdigest().encode()
+                == line[_HASH_AT:hash_end]
             ):
-                problem, _ = _check_line(line + b"\n", prev.decode("ascii", "replace"))
-                return _Part(count, first_prev, None, count + 1, problem or "damaged line")
+                is_keyed = False
+            else:
+                problem, digest, is_keyed = check_line(
+                    line + b"\n", prev.decode("ascii", "replace"), key, ident
+                )
+                if problem is not None:
+                    return _Part(
+                        count,
+                        first_prev,
+                        None,
+                        count + 1,
+                        problem,
+                        keyed,
+                        first_unkeyed,
+                        downgraded,
+                    )
+            if is_keyed:
+                keyed += 1
+            else:
+                if first_unkeyed is None:
+                    first_unkeyed = count + 1
+                if keyed and downgraded is None:
+                    downgraded = count + 1
             prev = line[_HASH_AT:hash_end]
             count += 1
         if torn:
             problem = "truncated record (no end of line)"
-            return _Part(count, first_prev, None, count + 1, problem)
+            return _Part(
+                count, first_prev, None, count + 1, problem, keyed, first_unkeyed, downgraded
+            )
     last = prev.decode("ascii") if prev is not None and count else None
-    return _Part(count, first_prev, last, 0, None)
+    return _Part(count, first_prev, last, 0, None, keyed, first_unkeyed, downgraded, starts_genesis)
+
+
+def locate_hash(paths: list[Path], digest: str) -> tuple[Path, int] | None:
+    """(file, 1-based line) of the record whose hash is `digest`, oldest file first."""
+    needle = b'{"hash":"' + digest.encode("ascii", "replace") + b'"'
+    for path in reversed(paths):
+        line = 0
+        for chunk in range_chunks(path, 0, None):
+            at = chunk.find(needle)
+            while at > 0 and chunk[at - 1 : at] != b"\n":
+                at = chunk.find(needle, at + 1)
+            if at >= 0:
+                return path, line + chunk.count(b"\n", 0, at) + 1
+            line += chunk.count(b"\n")
+    return None

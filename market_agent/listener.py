@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -39,12 +38,10 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from market_agent.analysis.run import ContextProvider, notification_record
-from market_agent.audit import AuditLog, Prepared, prepare
-from market_agent.errors import ConfigError
+from market_agent.audit import AuditLog, Prepared, lock_for_listener, prepare
 from market_agent.logs import clip
 from market_agent.metrics import ListenMetrics
 from market_agent.models import Notification, new_id
@@ -461,6 +458,7 @@ class Listener:
         self._progress_at = time.monotonic()
         self._probe: Future[list[dict[str, Any]]] | None = None
         self.metrics.queue_depth.set_function(lambda: self.depth)
+        self.metrics.watch_audit(audit)
 
     def _analysis_for(
         self,
@@ -505,7 +503,8 @@ class Listener:
     def start(self) -> Recovery:
         """Lock the audit log for this listener, re-queue what a crash left, start threads."""
         self.audit.check_writable()
-        self._lock_fd = _lock_exclusively(self.audit.path)
+        # One listener per audit log file: two would each re-queue the other's work.
+        self._lock_fd = lock_for_listener(self.audit.path)
         try:
             recovery = self._recover()
             self.journal.start()
@@ -761,7 +760,7 @@ class Listener:
         #: The last attempt announced for each notification (absent: the first).
         attempts: dict[str, int] = {}
         count = 0
-        for record in self.audit.records():
+        for record in self.audit.recent_records():
             count += 1
             kind = record.get("kind")
             if kind == "notification" and record.get("source") == SOURCE:
@@ -820,18 +819,3 @@ def _describe(notification: Notification) -> str:
     # Alert text is untrusted: JSON-quote it so it cannot forge log lines.
     described = json.dumps(shown)
     return f"{notification.status} {described}{more} ({len(notification.alerts)} alerts)"
-
-
-def _lock_exclusively(audit_path: Path) -> int:
-    """One listener per audit log: two would each re-queue the other's work at start."""
-    lock_path = audit_path.with_name(audit_path.name + ".listen.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ConfigError(
-            f"another `market-agent listen` is using the audit log {audit_path} "
-            f"(lock {lock_path}); stop it or use --audit-log PATH"
-        ) from None
-    return fd

@@ -5,6 +5,8 @@ Names are a contract (dashboards and alerts use them); see README, "Metrics".
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -15,6 +17,15 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from prometheus_client import Metric
+
+    from market_agent.audit import AuditLog
 
 #: Every reason a webhook request can be refused; pre-set to 0 so rates work from start.
 REJECT_REASONS = (
@@ -117,5 +128,45 @@ class ListenMetrics:
             registry=r,
         )
 
+    def watch_audit(self, audit: AuditLog) -> None:
+        """Expose the audit log's head, read at each scrape: an external witness."""
+        self.registry.register(AuditHeadCollector(audit))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class AuditHeadCollector(Collector):
+    """`market_agent_audit_records` and `market_agent_audit_head_info{hash}`.
+
+    Prometheus keeps what it scraped, so a later truncation or rewrite of the log
+    contradicts its own history: `history verify --expect-head HASH` checks a hash
+    taken from there. The count is the newest record's seq (it runs on across
+    rotation).
+    """
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    def describe(self) -> Iterator[Metric]:
+        """The names, without reading the log (the registry asks at registration)."""
+        yield GaugeMetricFamily("market_agent_audit_records", "")
+        yield InfoMetricFamily("market_agent_audit_head", "")
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            seq, digest = self.audit.head()
+        except Exception:  # a scrape must not fail because the log cannot be read
+            return
+        records = GaugeMetricFamily(
+            "market_agent_audit_records",
+            "Records appended to the audit log so far (the newest record's seq).",
+            value=seq,
+        )
+        head = InfoMetricFamily(
+            "market_agent_audit_head",
+            "Hash of the newest audit log record (for history verify --expect-head).",
+            value={"hash": digest},
+        )
+        yield records
+        yield head

@@ -343,6 +343,18 @@ def test_recovery_skips_analysed_and_failed_and_other_sources(audit, service, ma
     assert service.calls == ["n4"]
 
 
+def test_recovery_finds_a_notification_the_last_rotation_moved(tmp_path, service, make_listener):
+    payload = make_notification().model_dump(mode="json", by_alias=True)
+    rotating = AuditLog(tmp_path / "rotating.jsonl", max_bytes=4096)
+    rotating.append("notification", {"id": "n1", "source": "webhook", "payload": payload})
+    while not (tmp_path / "rotating.jsonl.1").exists():
+        rotating.append("status", {"filler": "x" * 200})
+    assert all(r.get("id") != "n1" for r in rotating.records())  # only in the rotated file
+    listener = make_listener(audit=rotating)
+    drain(listener)
+    assert service.calls == ["n1"]
+
+
 def test_unreadable_journaled_payload_is_marked_failed_not_retried(audit, service, make_listener):
     audit.append("notification", {"id": "bad", "source": "webhook", "payload": {"nope": 1}})
     drain(make_listener())

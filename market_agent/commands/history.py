@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from market_agent.actions.effectiveness import Stat
+    from market_agent.history import FileVerdict
+
+Summary = dict[str, Any]
 
 history_app = typer.Typer(
     name="history",
@@ -111,26 +114,111 @@ def show(
 
 
 @history_app.command("verify")
-def verify(ctx: typer.Context, json_output: JsonOpt = False) -> None:
-    """Check the hash chain; exit 8 naming the first bad line (edited, deleted, inserted,
-    truncated)."""
+def verify(
+    ctx: typer.Context,
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            metavar="HASH",
+            help="A head hash seen earlier (market_agent_audit_head_info in Prometheus): "
+            "it must still be in the chain.",
+        ),
+    ] = None,
+    json_output: JsonOpt = False,
+) -> None:
+    """Check the hash chain across rotated files; exit 8 naming the first bad file and
+    line (edited, deleted, inserted, truncated), or when --expect-head is not found.
+
+    With audit.key_file set, keyed records are authenticated (HMAC-SHA256).
+    """
+    from market_agent.audit import load_key
     from market_agent.errors import ExitCode
     from market_agent.history import verify_files
     from market_agent.render import error, json_line
 
-    verdicts = verify_files(_audit_files(ctx))
+    settings = ctx.obj.settings.audit
+    expected = _head_hash(expect_head) if expect_head is not None else None
+    key = load_key(settings.key_file) if settings.key_file is not None else None
+    files = _audit_files(ctx)
+    verdicts = verify_files(files, key)
     bad = next((v for v in verdicts if not v.ok), None)
-    records = sum(v.records for v in verdicts)
-    summary: dict[str, Any] = {"ok": bad is None, "records": records, "files": len(verdicts)}
-    if bad is not None:
-        summary.update(file=str(bad.path), line=bad.line, problem=bad.problem)
+    summary = _verify_summary(verdicts, bad, key is not None)
+    if expected is not None:
+        summary["head"] = _find_head(files, verdicts, expected)
     if json_output:
         json_line(summary)
-    elif bad is None:
-        typer.echo(f"ok: {records} records in {len(verdicts)} file(s), hash chain intact")
+    else:
+        _print_verify(summary)
     if bad is not None:
         error(f"audit log {bad.path}: line {bad.line}: {bad.problem}")
+    if expected is not None and not summary["head"]["found"]:
+        error(
+            f"head {expected} is not in the audit log: it was truncated or rewritten after "
+            "that hash was seen (or the record was rotated away by audit.keep)"
+        )
+    if bad is not None or (expected is not None and not summary["head"]["found"]):
         raise typer.Exit(int(ExitCode.TAMPERED))
+
+
+def _head_hash(value: str) -> str:
+    from market_agent.errors import InputError
+
+    text = value.strip().lower()
+    if len(text) != 64 or text.strip("0123456789abcdef"):
+        raise InputError("--expect-head: expected a hash of 64 hexadecimal digits")
+    return text
+
+
+def _verify_summary(verdicts: list[FileVerdict], bad: FileVerdict | None, keyed: bool) -> Summary:
+    records = sum(v.records for v in verdicts)
+    summary: Summary = {
+        "ok": bad is None,
+        "records": records,
+        "files": len(verdicts),
+        "keyed": sum(v.keyed for v in verdicts),
+        "authenticated": keyed,
+        "new_chains": [str(v.path) for v in verdicts if v.new_chain],
+    }
+    if bad is not None:
+        summary.update(file=str(bad.path), line=bad.line, problem=bad.problem)
+    return summary
+
+
+def _find_head(files: list[Path], verdicts: list[FileVerdict], digest: str) -> Summary:
+    from market_agent.history import locate_hash
+
+    found = locate_hash(files, digest)
+    if found is None:
+        return {"hash": digest, "found": False}
+    path, line = found
+    before = 0
+    for verdict in verdicts:
+        if verdict.path == path:
+            break
+        before += verdict.records
+    after = sum(v.records for v in verdicts) - before - line
+    return {"hash": digest, "found": True, "file": str(path), "line": line, "after": after}
+
+
+def _print_verify(summary: Summary) -> None:
+    if summary["ok"]:
+        typer.echo(
+            f"ok: {summary['records']} records in {summary['files']} file(s), hash chain intact"
+        )
+    keyed, total = summary["keyed"], summary["records"]
+    if summary["authenticated"]:
+        typer.echo(f"key: {keyed} records authenticated, {total - keyed} written without a key")
+    elif keyed:
+        typer.echo(f"key: {keyed} keyed records not authenticated (set audit.key_file to check)")
+    for path in summary["new_chains"]:
+        typer.echo(f"note: {path} starts a chain of its own (not linked to the file before)")
+    head = summary.get("head")
+    if head is not None and head["found"]:
+        typer.echo(
+            f"head {head['hash'][:16]}...: {head['file']} line {head['line']}, "
+            f"{head['after']} records after it"
+        )
 
 
 # Rendering ---------------------------------------------------------------------------
