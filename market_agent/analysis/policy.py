@@ -54,10 +54,11 @@ class ActionCatalog:
         return tuple(a for a in self.actions if a.universal or self._fits(a, firing))
 
     def _fits(self, action: ActionInfo, alerts: Sequence[Alert]) -> bool:
-        if not (action.alerts or action.matchers):
-            return any(is_managed(alert.labels, self.managed_service) for alert in alerts)
+        """The managed service, or the action's own allowlist (for automatic runs)."""
         return any(
-            alert.name in action.alerts or is_managed(alert.labels, action.matchers)
+            is_managed(alert.labels, self.managed_service)
+            or alert.name in action.alerts
+            or is_managed(alert.labels, action.matchers)
             for alert in alerts
         )
 
