@@ -121,13 +121,10 @@ class LLMAnalyzer:
         chat = self._client()
         started = time.monotonic()
         deadline = started + self.settings.timeout
-        with self._lock:
-            refusal = self._breaker.refusal(started)
-        if refusal:
-            raise LLMFailure(refusal)
         if not self._slots.acquire(timeout=self.settings.timeout):
             raise LLMFailure(WAITED_FOR_A_SLOT)
         try:
+            self._check_breaker()  # after the wait for a slot: it may have opened meanwhile
             self._spend_budget()
             message = self._ask(chat, notification, context, deadline)
         finally:
@@ -135,6 +132,12 @@ class LLMAnalyzer:
         verdict = parse_verdict(self._answer_data(message))
         usage = _usage(message, time.monotonic() - started)
         return Judgement(verdict, analyzer="llm", model=self.settings.model, usage=usage)
+
+    def _check_breaker(self) -> None:
+        with self._lock:
+            refusal = self._breaker.refusal(time.monotonic())
+        if refusal:
+            raise LLMFailure(refusal)
 
     def _spend_budget(self) -> None:
         now = time.monotonic()
