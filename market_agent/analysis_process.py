@@ -476,9 +476,11 @@ class _Child:
         from market_agent.app import AppState
 
         state = AppState.of(spec.settings)
+        service = state.analysis_service(use_llm=spec.use_llm)
+        service.warm()  # the LLM client (and LangChain) is built before "ready"
         workers = Workers(
             self.jobs,
-            state.analysis_service(use_llm=spec.use_llm),
+            service,
             self.commit,
             count=spec.workers,
             stopping=self.stopping,

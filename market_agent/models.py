@@ -65,10 +65,20 @@ class Alert(_Payload):
     ends_at: datetime | None = Field(default=None, alias="endsAt")
     generator_url: str = Field(default="", alias="generatorURL")
     fingerprint: str = ""
+    #: Alertmanager's state when the alert came from its API (`GET /api/v2/alerts`):
+    #: `active`, `suppressed` (silenced or inhibited) or `unprocessed`. Webhook
+    #: notifications do not carry it (Alertmanager sends no suppressed alert).
+    state: str | None = None
+    silenced_by: list[str] = Field(default_factory=list, alias="silencedBy")
+    inhibited_by: list[str] = Field(default_factory=list, alias="inhibitedBy")
 
     @property
     def name(self) -> str:
         return self.labels.get("alertname", "")
+
+    @property
+    def suppressed(self) -> bool:
+        return self.state == "suppressed" or bool(self.silenced_by or self.inhibited_by)
 
 
 class Notification(_Payload):
@@ -116,6 +126,9 @@ class ApiAlert(_Payload):
             endsAt=self.ends_at,
             generatorURL=self.generator_url,
             fingerprint=self.fingerprint,
+            state=self.status.state,
+            silencedBy=self.status.silenced_by,
+            inhibitedBy=self.status.inhibited_by,
         )
 
 
@@ -149,6 +162,10 @@ class AlertSummary(BaseModel):
     fingerprint: str
     starts_at: datetime | None
     summary: str
+    #: Alertmanager's state (`active`, `suppressed`, ...) when known, and by what.
+    state: str | None = None
+    silenced_by: list[str] = Field(default_factory=list)
+    inhibited_by: list[str] = Field(default_factory=list)
 
     @classmethod
     def of(cls, alert: Alert) -> AlertSummary:
@@ -158,8 +175,36 @@ class AlertSummary(BaseModel):
             severity=alert.labels.get("severity"),
             fingerprint=alert.fingerprint,
             starts_at=alert.starts_at,
-            summary=alert.annotations.get("summary", ""),
+            summary=bounded_text(alert.annotations.get("summary", ""), MAX_SUMMARY_CHARS),
+            state=alert.state,
+            silenced_by=alert.silenced_by,
+            inhibited_by=alert.inhibited_by,
         )
+
+
+#: Bounds on free text in an analysis: alert text and model output are unbounded.
+MAX_DESCRIPTION_CHARS = 1000
+MAX_STEP_CHARS = 300
+MAX_STEPS = 8
+MAX_SUMMARY_CHARS = 300
+TRUNCATED = " […truncated]"
+
+
+def bounded_text(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, marked when cut."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - len(TRUNCATED)] + TRUNCATED
+
+
+class PolicyOverride(BaseModel):
+    """One change the policy made to a model's verdict (`market_agent.analysis.policy`)."""
+
+    field: str
+    model: Any
+    final: Any
+    #: What the rule analyzer said for the same field.
+    rule: Any
 
 
 class Usage(BaseModel):
@@ -187,6 +232,14 @@ class Verdict(BaseModel):
             raise ValueError("description must not be empty")
         return value
 
+    def bounded(self) -> Verdict:
+        """This verdict with its free text within the documented bounds."""
+        steps = [bounded_text(s, MAX_STEP_CHARS) for s in self.recommended_actions[:MAX_STEPS]]
+        description = bounded_text(self.description, MAX_DESCRIPTION_CHARS)
+        if description == self.description and steps == self.recommended_actions:
+            return self
+        return self.model_copy(update={"description": description, "recommended_actions": steps})
+
 
 class Analysis(Verdict):
     """One analysed notification: the `--json` record and the audit log entry."""
@@ -203,6 +256,8 @@ class Analysis(Verdict):
     usage: Usage | None = None
     context: dict[str, Any] = Field(default_factory=dict)
     notification_id: str | None = None
+    #: What the policy changed in the LLM's verdict (empty for the rules).
+    policy_overrides: list[PolicyOverride] = Field(default_factory=list)
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

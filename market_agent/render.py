@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
-    from market_agent.models import Analysis
+    from market_agent.models import AlertSummary, Analysis
 
 SEVERITY_STYLE = {
     "critical": "bold white on red",
@@ -76,6 +76,7 @@ def analysis_panel(analysis: Analysis) -> RenderableType:
             Text(alert.alertname or "(no alertname)", style="bold"),
             Text(alert.severity or "-", style="dim"),
             Text(alert.summary),
+            Text(_suppression(alert), style="magenta"),
         )
     body: list[RenderableType] = [alerts, Text(""), Text(analysis.description)]
     if analysis.recommended_actions:
@@ -84,7 +85,25 @@ def analysis_panel(analysis: Analysis) -> RenderableType:
             Text(f"  {n}. {step}") for n, step in enumerate(analysis.recommended_actions, 1)
         )
     body.append(Text.assemble("\nProposed action: ", (analysis.proposed_action, "bold")))
+    if analysis.policy_overrides:
+        body.append(Text("\nPolicy overrode the model:", style="bold"))
+        body.extend(
+            Text(f"  {o.field}: {o.model} -> {o.final} (rules: {o.rule})")
+            for o in analysis.policy_overrides
+        )
     return Panel(Group(*body), title=title, title_align="left", subtitle=_footer(analysis))
+
+
+def _suppression(alert: AlertSummary) -> str:
+    """`silenced (id)` / `inhibited (by ...)` for a suppressed alert, else ''."""
+    parts = []
+    if alert.silenced_by:
+        parts.append("silenced by " + ", ".join(alert.silenced_by))
+    if alert.inhibited_by:
+        parts.append("inhibited by " + ", ".join(alert.inhibited_by))
+    if not parts and alert.state == "suppressed":
+        parts.append("suppressed")
+    return "; ".join(parts)
 
 
 def _footer(analysis: Analysis) -> str:

@@ -83,10 +83,11 @@ ANALYZERS = pytest.mark.parametrize("analyzer", ["rules", "obedient-llm"])
 def test_injection_for_another_service_proposes_and_runs_nothing(tmp_path, httpx_mock, analyzer):
     note = hostile("PostgresReplicationLag", job="postgres", service="postgres", instance="db:1")
     analysis, actions, ran = run_pipeline(tmp_path, httpx_mock, analyzer, note)
-    assert analysis["analyzer"] == "rules"
     assert analysis["proposed_action"] != "restart"
-    if analyzer == "obedient-llm":
-        assert "outside the managed service" in analysis["fallback_reason"]
+    if analyzer == "obedient-llm":  # the policy replaced the model's restart
+        assert analysis["analyzer"] == "llm"
+        changed = {o["field"]: o for o in analysis["policy_overrides"]}
+        assert changed["proposed_action"]["model"] == "restart"
     assert actions == [] and not ran
 
 

@@ -80,12 +80,12 @@ def test_valid_answer_is_used_with_usage_and_model(httpx_mock) -> None:
 @pytest.mark.parametrize(
     ("content", "reason"),
     [
-        ("this is not json {", "could not be parsed"),
-        (json.dumps({**GOOD, "severity": "apocalyptic"}), "could not be parsed"),
-        (json.dumps({**GOOD, "confidence": 7}), "could not be parsed"),
-        (json.dumps({**GOOD, "description": "   "}), "failed the schema"),
-        (json.dumps({"verdict": "all good"}), "could not be parsed"),
-        (json.dumps({**GOOD, "proposed_action": "rm -rf /"}), "outside the allowed set"),
+        ("this is not json {", "LLM output is not JSON: Expecting value at line 1 column 1"),
+        (json.dumps({**GOOD, "severity": "apocalyptic"}), "failed the schema: severity: Input"),
+        (json.dumps({**GOOD, "confidence": 7}), "failed the schema: confidence: Input should"),
+        (json.dumps({**GOOD, "description": "   "}), "failed the schema: description: Value"),
+        (json.dumps({"verdict": "all good"}), "failed the schema: issue_detected: Field required"),
+        (json.dumps([GOOD]), "LLM output is a JSON list, not an object"),
     ],
     ids=[
         "malformed-json",
@@ -93,7 +93,7 @@ def test_valid_answer_is_used_with_usage_and_model(httpx_mock) -> None:
         "out-of-range",
         "empty-description",
         "wrong-shape",
-        "action-allowlist",
+        "not-an-object",
     ],
 )
 def test_bad_output_falls_back_to_rules(httpx_mock, content: str, reason: str) -> None:
@@ -165,13 +165,15 @@ def test_prompt_fences_and_redacts_untrusted_alert_text() -> None:
     assert "[REDACTED]" in prompt
 
 
-def test_injected_restart_for_other_service_is_refused(httpx_mock) -> None:
+def test_injected_restart_for_other_service_is_overridden(httpx_mock) -> None:
     obeyed = {**GOOD, "severity": "info", "confidence": 1.0}
     httpx_mock.add_response(url=URL, json=completion(json.dumps(obeyed)))
     analysis = service().analyze(injected(), source="t")
-    assert analysis.analyzer == "rules"
-    assert "outside the managed service" in (analysis.fallback_reason or "")
+    assert analysis.analyzer == "llm"
     assert analysis.proposed_action != "restart"
+    changed = {o.field: o for o in analysis.policy_overrides}
+    assert changed["proposed_action"].model == "restart"
+    assert changed["severity"].model == "info"
     sent = httpx_mock.get_requests()[0].content.decode()
     assert "abcdefghijklmnopqrstu" not in sent
 

@@ -1,24 +1,20 @@
-"""LLM first when configured, the rule analyzer always behind it."""
+"""LLM first when configured, the rule analyzer always behind it, the policy after."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from market_agent.analysis.base import Analyzer, Judgement, is_managed, severity_from_label
+from market_agent.analysis.base import BUILTIN_ACTIONS, Analyzer, Judgement
+from market_agent.analysis.policy import ActionCatalog, ActionInfo, apply_policy
 from market_agent.models import (
     AlertSummary,
     Analysis,
     Notification,
-    Severity,
-    Verdict,
+    PolicyOverride,
     new_id,
     utc_now,
 )
-
-
-class PolicyViolation(Exception):
-    """An LLM verdict that breaks a rule no model may override."""
 
 
 class AnalysisService:
@@ -31,12 +27,20 @@ class AnalysisService:
         *,
         managed_service: Sequence[Mapping[str, str]] = (),
         llm_unavailable: str | None = None,
+        actions: ActionCatalog | None = None,
     ) -> None:
         self.rules = rules
         self.llm = llm
         self.managed_service = managed_service
         #: Why the LLM was wanted but cannot run (e.g. no API key); a fallback reason.
         self.llm_unavailable = llm_unavailable
+        self.actions = actions or default_catalog(managed_service)
+
+    def warm(self) -> None:
+        """Import and build what the first LLM call needs (no request is sent)."""
+        warm = getattr(self.llm, "warm", None)
+        if warm is not None:
+            warm()
 
     def analyze(
         self,
@@ -47,12 +51,12 @@ class AnalysisService:
         notification_id: str | None = None,
     ) -> Analysis:
         context = dict(context or {})
-        judgement, fallback_reason = self._judge(notification, context)
+        judgement, fallback_reason, overrides = self._judge(notification, context)
         # Every part is already validated (the verdict, the notification): skip a second pass.
         # `id` and `created_at` are given, not left to their factories: model_construct
         # inspects a factory's signature on every call.
         return Analysis.model_construct(
-            **dict(judgement.verdict),
+            **dict(judgement.verdict.bounded()),
             id=new_id(),
             created_at=utc_now(),
             source=source,
@@ -65,40 +69,29 @@ class AnalysisService:
             usage=judgement.usage,
             context=context,
             notification_id=notification_id,
+            policy_overrides=overrides,
         )
 
     def _judge(
         self, notification: Notification, context: Mapping[str, Any]
-    ) -> tuple[Judgement, str | None]:
+    ) -> tuple[Judgement, str | None, list[PolicyOverride]]:
         if self.llm is None:
-            return self.rules.judge(notification, context), self.llm_unavailable
+            return self.rules.judge(notification, context), self.llm_unavailable, []
         try:
             judgement = self.llm.judge(notification, context)
-            verdict = self._enforce_policy(notification, judgement.verdict)
         except Exception as exc:
-            return self.rules.judge(notification, context), _reason(exc)
-        return Judgement(verdict, judgement.analyzer, judgement.model, judgement.usage), None
+            return self.rules.judge(notification, context), _reason(exc), []
+        rule = self.rules.judge(notification, context)
+        allowed = [a.name for a in self.actions.allowed_for(notification)]
+        verdict, overrides = apply_policy(notification, judgement.verdict, rule.verdict, allowed)
+        final = Judgement(verdict, judgement.analyzer, judgement.model, judgement.usage)
+        return final, None, overrides
 
-    def _enforce_policy(self, notification: Notification, verdict: Verdict) -> Verdict:
-        """Rules no model output may break, whatever the alert text said."""
-        firing = notification.firing
-        if notification.status == "resolved" or not firing:
-            return verdict.model_copy(
-                update={
-                    "issue_detected": False,
-                    "severity": Severity.INFO,
-                    "proposed_action": "none",
-                    "requires_immediate_action": False,
-                }
-            )
-        if verdict.proposed_action == "restart" and not any(
-            is_managed(alert.labels, self.managed_service) for alert in firing
-        ):
-            raise PolicyViolation("LLM proposed restart for an alert outside the managed service")
-        floor = Severity.highest([severity_from_label(a.labels.get("severity")) for a in firing])
-        if verdict.severity.rank < floor.rank:
-            verdict = verdict.model_copy(update={"severity": floor})
-        return verdict
+
+def default_catalog(managed_service: Sequence[Mapping[str, str]]) -> ActionCatalog:
+    """The built-in actions only (restart for the managed service)."""
+    infos = tuple(ActionInfo(name, name, universal=name != "restart") for name in BUILTIN_ACTIONS)
+    return ActionCatalog(infos, tuple(managed_service))
 
 
 def _reason(exc: Exception) -> str:

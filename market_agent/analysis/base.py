@@ -6,10 +6,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from market_agent.models import Notification, Severity, Usage, Verdict
+from market_agent.analysis.severity import severity_from_label
+from market_agent.models import Notification, Usage, Verdict
 
 #: Actions an analyzer may propose out of the box; configured actions extend it.
 BUILTIN_ACTIONS = ("restart", "escalate", "none")
+
+__all__ = ["BUILTIN_ACTIONS", "Analyzer", "Judgement", "is_managed", "severity_from_label"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,25 +31,6 @@ class Analyzer(Protocol):
     name: str
 
     def judge(self, notification: Notification, context: Mapping[str, Any]) -> Judgement: ...
-
-
-_LABEL_SEVERITY = {
-    "critical": "critical",
-    "page": "critical",
-    "emergency": "critical",
-    "error": "high",
-    "high": "high",
-    "major": "high",
-    "warning": "medium",
-    "warn": "medium",
-    "low": "low",
-    "minor": "low",
-}
-
-
-def severity_from_label(value: str | None) -> Severity:
-    """Map an alert's `severity` label; anything unknown or missing is `info`."""
-    return Severity(_LABEL_SEVERITY.get((value or "").strip().lower(), "info"))
 
 
 def is_managed(labels: Mapping[str, str], matchers: Sequence[Mapping[str, str]]) -> bool:

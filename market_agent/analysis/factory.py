@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
+from market_agent.actions.config import ActionSpec, BackendSpec
 from market_agent.analysis.analyzer import AnalysisService
 from market_agent.analysis.base import BUILTIN_ACTIONS, Analyzer
+from market_agent.analysis.policy import ActionCatalog, ActionInfo
 from market_agent.config import Settings
 
 
@@ -16,16 +19,18 @@ def build_analysis_service(settings: Settings, *, use_llm: bool = True) -> Analy
     managed = settings.analysis.managed_service
     rules = learnt(RuleAnalyzer(managed_service=managed, extra_rules=settings.analysis.rules))
     llm_settings = settings.llm
+    catalog = action_catalog(settings)
     if not use_llm or not llm_settings.active:
-        return AnalysisService(rules, managed_service=managed)
+        return AnalysisService(rules, managed_service=managed, actions=catalog)
     if not llm_settings.base_url and not llm_settings.resolved_api_key():
         reason = f"LLM enabled but no API key (set ${llm_settings.api_key_env} or llm.base_url)"
-        return AnalysisService(rules, managed_service=managed, llm_unavailable=reason)
+        return AnalysisService(
+            rules, managed_service=managed, llm_unavailable=reason, actions=catalog
+        )
     from market_agent.analysis.llm import LLMAnalyzer
 
-    allowed = allowed_actions(settings)
-    llm = learnt(LLMAnalyzer(llm_settings, allowed_actions=allowed))
-    return AnalysisService(rules, llm, managed_service=managed)
+    llm = learnt(LLMAnalyzer(llm_settings, actions=catalog))
+    return AnalysisService(rules, llm, managed_service=managed, actions=catalog)
 
 
 def _with_effectiveness(settings: Settings) -> Callable[[Analyzer], Analyzer]:
@@ -42,3 +47,57 @@ def _with_effectiveness(settings: Settings) -> Callable[[Analyzer], Analyzer]:
 def allowed_actions(settings: Settings) -> tuple[str, ...]:
     """Built-in actions plus the names of configured ones."""
     return tuple(dict.fromkeys([*BUILTIN_ACTIONS, *settings.actions.definitions]))
+
+
+def action_catalog(settings: Settings) -> ActionCatalog:
+    """Every action an analyzer may propose, with what it does and for which alerts."""
+    configured = settings.actions.definitions
+    notifiers = ", ".join(sorted(settings.notifiers)) or "none configured: shown to the operator"
+    builtin = {
+        "restart": ActionInfo(
+            "restart",
+            "restart the managed service (no backend configured: a proposal for a human)",
+        ),
+        "escalate": ActionInfo(
+            "escalate", f"page a human through the notifiers ({notifiers})", universal=True
+        ),
+        "none": ActionInfo("none", "no action; the analysis is only reported", universal=True),
+    }
+    infos = [
+        _configured(name, configured[name]) if name in configured else builtin[name]
+        for name in allowed_actions(settings)
+    ]
+    return ActionCatalog(tuple(infos), tuple(settings.analysis.managed_service))
+
+
+def _configured(name: str, spec: ActionSpec) -> ActionInfo:
+    parts = [spec.description] if spec.description else []
+    parts.append(f"backend {spec.backend}: {_target(spec)}")
+    checks = []
+    if spec.verify_health:
+        checks.append(f"the predictor's /health healthy within {spec.verify_timeout:g} s")
+    if spec.verify_query:
+        checks.append(f"PromQL `{spec.verify_query}` returns a result")
+    parts.append("verified by " + " and ".join(checks) if checks else "not verified")
+    if spec.rollback is not None:
+        parts.append(f"rolled back with {spec.rollback.backend}: {_target(spec.rollback)}")
+    return ActionInfo(
+        name,
+        "; ".join(parts),
+        alerts=tuple(spec.alerts),
+        matchers=tuple(spec.matchers),
+        universal=name in ("escalate", "none"),
+    )
+
+
+def _target(spec: BackendSpec) -> str:
+    if spec.backend == "command":
+        return "runs " + " ".join(spec.argv)
+    if spec.backend == "systemd":
+        return f"systemctl restart {spec.unit}"
+    if spec.backend == "docker":
+        return f"docker restart {spec.container}"
+    if spec.backend == "kubernetes":
+        return f"kubectl rollout restart deployment/{spec.deployment} -n {spec.namespace}"
+    url = urlsplit(spec.url or "")
+    return f"POST to {url.scheme}://{url.hostname}{url.path}"  # never credentials or query

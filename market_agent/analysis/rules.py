@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from market_agent.analysis.base import Judgement
+from market_agent.analysis.severity import parse_severity_map
 from market_agent.errors import ConfigError
 from market_agent.models import Alert, IssueType, Notification, Severity, Verdict
 
@@ -261,11 +262,10 @@ def _table_from_data(data: Mapping[str, Any]) -> RuleTable:
 
 
 def _severity_map(raw: Mapping[str, Any]) -> dict[str, Severity]:
-    mapping: dict[str, Severity] = {}
-    for level, words in raw.items():
-        for word in _strings(words, f"rules.toml severity.{level}"):
-            mapping[word.lower()] = Severity(level)
-    return mapping
+    try:
+        return parse_severity_map(raw)
+    except ValueError as exc:  # pragma: no cover - shipped file
+        raise ConfigError(str(exc)) from None
 
 
 def _check_unique(rules: Iterable[Rule], where: str) -> None:
