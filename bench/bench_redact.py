@@ -26,7 +26,13 @@ from market_agent.audit import prepare
 from market_agent.redact import may_hold_secrets, redact_payload
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "alerts"
-NAMES = ("predictor-down", "high-error-rate", "high-latency", "memory-pressure", "stale-market-data")
+NAMES = (
+    "predictor-down",
+    "high-error-rate",
+    "high-latency",
+    "memory-pressure",
+    "stale-market-data",
+)
 
 
 def five_alert_payload() -> dict[str, Any]:

@@ -11,10 +11,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from pydantic_core import SchemaValidator, ValidationError, core_schema
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    Model = TypeVar("Model", bound=BaseModel)
 
 REDACTED = "[REDACTED]"
 
@@ -115,8 +120,7 @@ def is_secret_key(key: str) -> bool:
 def redact_labels(values: Mapping[str, str]) -> dict[str, str]:
     """Redact values under secret keys entirely, and secrets inside the rest."""
     return {
-        key: REDACTED if is_secret_key(key) else redact_text(value)
-        for key, value in values.items()
+        key: REDACTED if is_secret_key(key) else redact_text(value) for key, value in values.items()
     }
 
 
@@ -144,8 +148,16 @@ def redact_payload(value: Any) -> Any:
     if isinstance(value, dict):
         return {
             key: REDACTED
-            if isinstance(item, str) and is_secret_key(str(key))
+            if isinstance(item, str | list | dict) and is_secret_key(str(key))
             else redact_payload(item)
             for key, item in value.items()
         }
     return value
+
+
+def redact_model(model: Model) -> Model:
+    """`model` (e.g. an analysis quoting alert text) with its secrets redacted."""
+    fields = model.model_dump(mode="json")
+    if not may_hold_secrets(fields):
+        return model
+    return type(model).model_validate(redact_payload(fields))
