@@ -157,7 +157,7 @@ def redact_payload(value: Any) -> Any:
 
 def redact_model(model: Model) -> Model:
     """`model` (e.g. an analysis quoting alert text) with its secrets redacted."""
-    fields = model.model_dump(mode="json")
+    fields = model.model_dump()
     if not may_hold_secrets(fields):
         return model
     return type(model).model_validate(redact_payload(fields))

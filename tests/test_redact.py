@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from market_agent import redact
 from market_agent.redact import (
@@ -17,6 +19,7 @@ from market_agent.redact import (
     is_secret_key,
     may_hold_secrets,
     redact_labels,
+    redact_model,
     redact_payload,
     redact_text,
     rules,
@@ -195,6 +198,30 @@ def test_long_texts_are_redacted_without_filling_the_memo() -> None:
         assert redact_text(text) == text.replace("hunter2", REDACTED)
         grew = redact._redact_short.cache_info().currsize - before
         assert grew == (1 if text is short else 0)
+
+
+class Quote(BaseModel):
+    at: datetime
+    text: str
+    tags: list[str]
+
+
+def test_models_are_redacted_field_by_field() -> None:
+    at = datetime(2026, 11, 17, 9, 6, tzinfo=UTC)
+    quote = Quote(at=at, text="login password=hunter2", tags=["token=abc123", "ok"])
+    assert redact_model(quote) == Quote(
+        at=at, text=f"login password={REDACTED}", tags=[f"token={REDACTED}", "ok"]
+    )
+
+
+def test_a_model_without_secrets_is_kept_as_it_is() -> None:
+    quote = Quote(at=datetime(2026, 11, 17, tzinfo=UTC), text="Predictor down", tags=[])
+    assert redact_model(quote) is quote
+
+
+def test_text_without_a_trigger_is_known_to_be_safe() -> None:
+    assert has_trigger("Market Predictor 127.0.0.1:8000 is down") is False
+    assert has_trigger("passwd") is True
 
 
 # The table exercises every rule of redact_rules.toml: a rule that the table does not
