@@ -54,12 +54,20 @@ class Rules:
     #: microseconds, where Python's `re` or thirty `in` tests take ten times as long.
     triggers: SchemaValidator
 
+    def names_secret(self, key: str) -> bool:
+        """Whether a whole word of `key` is one of the `[keys]` words."""
+        return self.secret_key.search(_CAMEL_HUMP.sub("_", key).lower()) is not None
+
 
 @functools.cache
 def rules() -> Rules:
     """The rules of `redact_rules.toml`, compiled."""
     text = resources.files("market_agent").joinpath("redact_rules.toml").read_text("utf-8")
-    data = tomllib.loads(text)
+    return compile_rules(tomllib.loads(text))
+
+
+def compile_rules(data: Mapping[str, Any]) -> Rules:
+    """Rules from the data of a `redact_rules.toml`."""
     key_words = "|".join(word.replace(" ", "[_-]?") for word in data["keys"]["words"])
     patterns = tuple(_pattern(raw, key_words) for raw in data["patterns"])
     triggers = "|".join([key_words, *(pattern.trigger for pattern in patterns)])
@@ -113,8 +121,7 @@ _redact_short = functools.lru_cache(maxsize=8192)(_redact)
 @functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
     """Whether a label, annotation or JSON key names a secret (see `[keys]`)."""
-    words = _CAMEL_HUMP.sub("_", key).lower()
-    return rules().secret_key.search(words) is not None
+    return rules().names_secret(key)
 
 
 def redact_labels(values: Mapping[str, str]) -> dict[str, str]:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from market_agent import redact
 from market_agent.redact import (
     REDACTED,
     Pattern,
+    compile_rules,
     has_trigger,
     is_secret_key,
     may_hold_secrets,
@@ -25,7 +27,9 @@ from market_agent.redact import (
     rules,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "alerts"
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples" / "alerts"
+RULES_DATA = tomllib.loads((ROOT / "market_agent" / "redact_rules.toml").read_text())
 
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 GITHUB_CLASSIC = "ghp_abcdefghijklmnopqrstuvwxyz0123456789"
@@ -106,7 +110,7 @@ SECRET_KEYS = [
     *("authtoken", "auth", "X-Auth", "Authorization", "AUTHORIZATION", "cookie", "Set-Cookie"),
     *("session_id", "SessionId", "SESSIONID", "sessionid", "credential", "credentials"),
     *("private_key", "privateKey", "access_key", "AWS_SECRET_ACCESS_KEY", "api_key", "apikey"),
-    *("APIKey", "x-api-key", "api_keys"),
+    *("APIKey", "x-api-key", "api_keys", "refreshtoken", "ACCESSTOKEN", "Cookies", "Passwords"),
 ]
 PLAIN_KEYS = [
     *("compass_region", "runbook_author", "tokens_per_second", "alertname", "groupKey"),
@@ -242,6 +246,14 @@ def test_every_rule_is_needed(pattern: Pattern) -> None:
     assert sole, f"no must-redact case for {pattern.name}"
     for text, secret in sole:
         assert secret in _apply_all_but(pattern, text), f"{text!r} is caught by another rule"
+
+
+@pytest.mark.parametrize("word", RULES_DATA["keys"]["words"])
+def test_every_key_word_is_needed(word: str) -> None:
+    """Each `[keys]` word alone makes some secret key secret."""
+    words = [other for other in RULES_DATA["keys"]["words"] if other != word]
+    fewer = compile_rules({**RULES_DATA, "keys": {"words": words}})
+    assert not all(fewer.names_secret(key) for key in SECRET_KEYS)
 
 
 def test_each_case_names_a_rule_that_exists() -> None:
