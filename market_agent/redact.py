@@ -1,111 +1,137 @@
-"""Redact obvious secrets from alert text before it is logged or sent to an LLM."""
+"""Redact secrets from alert data before it is logged, printed or sent to an LLM.
+
+The rules are data: `redact_rules.toml` beside this module, read once on first use.
+"""
 
 from __future__ import annotations
 
 import functools
 import re
+import tomllib
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from pydantic_core import SchemaValidator, ValidationError, core_schema
 
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    Model = TypeVar("Model", bound=BaseModel)
+
 REDACTED = "[REDACTED]"
 
-_SECRET_KEY = re.compile(
-    r"(pass(word|wd)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
-    r"|credential|auth(orization)?|session[_-]?id|cookie)",
-    re.IGNORECASE,
-)
-#: (substrings that must appear in the lower-cased text, pattern, replacement).
-#: The substring pre-check keeps ordinary alert text off the regex engine.
-_RULES: tuple[tuple[tuple[str, ...], re.Pattern[str], str], ...] = (
-    # Authorization: Bearer xxx / Basic xxx
-    (
-        ("bearer", "basic", "token"),
-        re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE),
-        r"\1 " + REDACTED,
-    ),
-    # key=value / key: value where the key names a secret
-    (
-        ("pass", "pwd", "secret", "token", "key", "credential"),
-        re.compile(
-            r"(?P<key>(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key"
-            r"|private[_-]?key|credential)s?[\w.-]*)"
-            r"(?P<sep>\"?\s*[:=]\s*\"?)(?P<value>[^\s\"',;&]+)",
-            re.IGNORECASE,
-        ),
-        r"\g<key>\g<sep>" + REDACTED,
-    ),
-    # scheme://user:password@host
-    (
-        ("://",),
-        re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@", re.IGNORECASE),
-        r"\1" + REDACTED + "@",
-    ),
-    # Well-known token formats
-    (("sk-",), re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), REDACTED),
-    (
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"),
-        re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
-        REDACTED,
-    ),
-    (("xox",), re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}"), REDACTED),
-    (("akia", "asia"), re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), REDACTED),
-    (
-        ("eyj",),
-        re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"),
-        REDACTED,
-    ),
-    (
-        ("-----begin",),
-        re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(-----END [A-Z ]*KEY-----|$)"),
-        REDACTED,
-    ),
-)
+#: Where a camelCase key changes word ("apiKey", "APIKey", "SessionId").
+_CAMEL_HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
-_ALL_TRIGGERS = tuple(dict.fromkeys(t for triggers, _, _ in _RULES for t in triggers))
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """One `[[patterns]]` entry of `redact_rules.toml`."""
 
-#: For `may_hold_secrets`: one case-insensitive search for what every ASCII text that a
-#: pattern of `_RULES` (or a key that `_SECRET_KEY`) matches contains. Narrower than
-#: the per-string triggers above: "key" and "://" are in every notification (groupKey,
-#: generatorURL), while the patterns need "api_key" or the like, or an "@" after the
-#: "://". Rust's regex engine (pydantic-core's) scans a payload in a few microseconds,
-#: where Python's `re` or thirty `in` tests take ten times as long.
-_PAYLOAD_TRIGGERS = SchemaValidator(
-    core_schema.str_schema(
-        pattern=(
-            r"(?i)bearer|basic|token|pass|pwd|secret|credential|api[_-]?key|access[_-]?key"
-            r"|private[_-]?key|@|sk-|gh[pousr]_|xox|akia|asia|eyj|-----begin|auth|session"
-            r"|cookie"
-        ),
-        regex_engine="rust-regex",
+    name: str
+    regex: re.Pattern[str]
+    replace: str
+    trigger: str
+    key_group: str | None
+
+    def apply(self, text: str) -> str:
+        if self.key_group is None:
+            return self.regex.sub(self.replace, text)
+        return self.regex.sub(self._replace_if_secret_key, text)
+
+    def _replace_if_secret_key(self, match: re.Match[str]) -> str:
+        return match.expand(self.replace) if is_secret_key(match[self.key_group]) else match[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    secret_key: re.Pattern[str]
+    patterns: tuple[Pattern, ...]
+    #: Every trigger in one case-insensitive Rust regex: it scans a payload in a few
+    #: microseconds, where Python's `re` or thirty `in` tests take ten times as long.
+    triggers: SchemaValidator
+
+    def names_secret(self, key: str) -> bool:
+        """Whether a whole word of `key` is one of the `[keys]` words."""
+        return self.secret_key.search(_CAMEL_HUMP.sub("_", key).lower()) is not None
+
+
+@functools.cache
+def rules() -> Rules:
+    """The rules of `redact_rules.toml`, compiled."""
+    text = resources.files("market_agent").joinpath("redact_rules.toml").read_text("utf-8")
+    return compile_rules(tomllib.loads(text))
+
+
+def compile_rules(data: Mapping[str, Any]) -> Rules:
+    """Rules from the data of a `redact_rules.toml`."""
+    words: list[str] = data["keys"]["words"]
+    key_words = _alternation(words)
+    patterns = tuple(
+        _pattern(raw, key_words, _alternation(_fewest(words))) for raw in data["patterns"]
     )
-)
+    # Fewer alternatives, a quicker search: "pass" stands for "password" and the like.
+    triggers = "|".join(
+        dict.fromkeys(p for pattern in patterns for p in pattern.trigger.split("|"))
+    )
+    return Rules(
+        secret_key=re.compile(f"(?<![a-z0-9])(?:{key_words})(?![a-z0-9])"),
+        patterns=patterns,
+        triggers=SchemaValidator(
+            core_schema.str_schema(pattern=f"(?i){triggers}", regex_engine="rust-regex")
+        ),
+    )
+
+
+def _alternation(words: list[str]) -> str:
+    return "|".join(word.replace(" ", "[_-]?") for word in words)
+
+
+def _fewest(words: list[str]) -> list[str]:
+    """The words of which every key word holds one (a phrase holds each of its words)."""
+    single = [word for word in words if " " not in word]
+    return [
+        word
+        for word in words
+        if not any(other != word and other in part for other in single for part in word.split())
+    ]
+
+
+def _pattern(raw: Mapping[str, str], key_words: str, key_triggers: str) -> Pattern:
+    return Pattern(
+        name=raw["name"],
+        regex=re.compile(raw["regex"].replace("{key_words}", key_words)),
+        replace=raw["replace"],
+        trigger=raw["trigger"].replace("{key_words}", key_triggers),
+        key_group=raw.get("key_group"),
+    )
+
+
+def has_trigger(text: str) -> bool:
+    """Whether `text` holds a trigger of some rule; when False no rule changes it."""
+    try:
+        rules().triggers.validate_python(text)
+    except ValidationError:
+        return False
+    return True
 
 
 def redact_text(text: str) -> str:
-    """`text` with obvious secrets replaced by `[REDACTED]`."""
-    if len(text) < 8:
-        return text
+    """`text` with secrets replaced by `[REDACTED]`."""
     if len(text) <= 512:  # label values repeat across alerts and notifications
         return _redact_short(text)
     return _redact(text)
 
 
 def _redact(text: str) -> str:
-    low = text.lower()
-    for trigger in _ALL_TRIGGERS:
-        if trigger in low:
-            break
-    else:
+    # Rust's (?i) and Python's IGNORECASE may fold non-ASCII letters differently.
+    if text.isascii() and not has_trigger(text):
         return text
-    for triggers, pattern, replacement in _RULES:
-        for trigger in triggers:
-            if trigger in low:
-                text = pattern.sub(replacement, text)
-                break
+    for pattern in rules().patterns:
+        text = pattern.apply(text)
     return text
 
 
@@ -113,15 +139,15 @@ _redact_short = functools.lru_cache(maxsize=8192)(_redact)
 
 
 @functools.lru_cache(maxsize=4096)
-def _is_secret_key(key: str) -> bool:
-    return _SECRET_KEY.search(key) is not None
+def is_secret_key(key: str) -> bool:
+    """Whether a label, annotation or JSON key names a secret (see `[keys]`)."""
+    return rules().names_secret(key)
 
 
 def redact_labels(values: Mapping[str, str]) -> dict[str, str]:
-    """Redact values under secret-looking keys entirely, and secrets inside the rest."""
+    """Redact values under secret keys entirely, and secrets inside the rest."""
     return {
-        key: REDACTED if _is_secret_key(key) else redact_text(value)
-        for key, value in values.items()
+        key: REDACTED if is_secret_key(key) else redact_text(value) for key, value in values.items()
     }
 
 
@@ -135,13 +161,14 @@ def may_hold_secrets(value: Any) -> bool:
         text = orjson.dumps(value)
     except TypeError:  # not plain JSON: let the walk decide
         return True
-    if not text.isascii():  # re.IGNORECASE folds some non-ASCII letters to ASCII ones
+    if not text.isascii():  # lower() and IGNORECASE fold some non-ASCII letters to ASCII
         return True
-    try:
-        _PAYLOAD_TRIGGERS.validate_python(text.decode("ascii"))
-    except ValidationError:  # no match: no trigger anywhere
-        return False
-    return True
+    return has_trigger(text.decode("ascii"))
+
+
+#: What a secret key's value is replaced by REDACTED as (numbers and None are kept).
+#: A tuple: isinstance with `str | list | dict` takes ten times as long.
+_HIDDEN_WHOLE = (str, list, dict)
 
 
 def redact_payload(value: Any) -> Any:
@@ -153,8 +180,16 @@ def redact_payload(value: Any) -> Any:
     if isinstance(value, dict):
         return {
             key: REDACTED
-            if isinstance(item, str) and _is_secret_key(str(key))
+            if isinstance(item, _HIDDEN_WHOLE) and is_secret_key(str(key))
             else redact_payload(item)
             for key, item in value.items()
         }
     return value
+
+
+def redact_model(model: Model) -> Model:
+    """`model` (e.g. an analysis quoting alert text) with its secrets redacted."""
+    fields = model.model_dump()
+    if not may_hold_secrets(fields):
+        return model
+    return type(model).model_validate(redact_payload(fields))

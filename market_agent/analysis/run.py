@@ -9,6 +9,7 @@ from market_agent.analysis.analyzer import AnalysisService
 from market_agent.audit import AuditLog
 from market_agent.inputs import InputProblem, Parsed, read_source
 from market_agent.models import Analysis, Notification, new_id
+from market_agent.redact import redact_model
 
 ContextProvider = Callable[[Notification], Mapping[str, Any]]
 
@@ -43,6 +44,7 @@ def analyze_one(
     analysis = service.analyze(
         notification, source=parsed.source, context=context, notification_id=notification_id
     )
+    analysis = redact_model(analysis)  # the rules quote alert text; the result is printed
     if audit is not None:
         audit.append_many(
             [
