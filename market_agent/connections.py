@@ -11,10 +11,10 @@ class (httptools or h11, whichever uvicorn picks):
   however the bytes trickle in; then 408 (or a silent close if nothing came) and close;
 - uvicorn's keep-alive timer, set to `keepalive_timeout`, between requests.
 
-`BoundedServer` installs an event loop exception handler that summarises accept
-failures (EMFILE and the like): one log line per interval with a count, where asyncio
-logs a traceback for every attempt. `ensure_descriptors` raises the soft descriptor
-limit so that the cap, not the limit, is what refuses connections.
+`bounded_server`'s event loop summarises accept failures (EMFILE and the like): one
+log line per interval with a count, where asyncio logs a traceback for every attempt.
+`fit_descriptors` makes the cap and the open-file limit agree, so that the cap, not a
+failing accept(), is what refuses connections.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import asyncio
 import errno
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -255,12 +255,18 @@ def bounded_protocol(
     return type(f"Bounded{base.__name__}", (_Bounded, base), namespace)
 
 
-def bounded_server(app: Any, limits: ConnectionLimits, **options: Any) -> uvicorn.Server:
+def bounded_server(
+    app: Any,
+    limits: ConnectionLimits,
+    *,
+    protocol: type[asyncio.Protocol] | None = None,
+    **options: Any,
+) -> uvicorn.Server:
     """A uvicorn server for `app` whose connections are bounded by `limits`.
 
-    Its HTTP protocol is the one uvicorn would pick (httptools when installed, else
-    h11), bounded; its event loop summarises accept failures. `options` go to
-    `uvicorn.Config`.
+    Its HTTP protocol is `protocol`, or the one uvicorn would pick (httptools when
+    installed, else h11), bounded; its event loop summarises accept failures.
+    `options` go to `uvicorn.Config`.
     """
     import uvicorn
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
@@ -274,32 +280,42 @@ def bounded_server(app: Any, limits: ConnectionLimits, **options: Any) -> uvicor
 
     config = uvicorn.Config(
         app,
-        http=bounded_protocol(AutoHTTPProtocol, limits, events),
+        http=bounded_protocol(protocol or AutoHTTPProtocol, limits, events),
         timeout_keep_alive=limits.keepalive_timeout,  # type: ignore[arg-type]
         **options,
     )
     return BoundedServer(config)
 
 
-def ensure_descriptors(max_connections: int) -> None:
-    """Raise the soft limit on open files to fit `max_connections`, or warn that it cannot."""
+def fit_descriptors(limits: ConnectionLimits) -> ConnectionLimits:
+    """`limits` once the open-file limit fits its cap: the soft limit is raised if it can
+    be, else the cap is lowered to fit, so that over the cap a connection is refused
+    with a 503 rather than failing accept() (EMFILE) with nothing said to the client."""
+    needed = limits.max_connections + RESERVED_DESCRIPTORS
+    available = _raise_open_file_limit(needed)
+    if available >= needed:
+        return limits
+    cap = max(1, available - RESERVED_DESCRIPTORS)
+    log.warning(
+        "listen.max_connections is %d but the open-file limit is %d (ulimit -n; "
+        "LimitNOFILE= under systemd): serving at most %d connections",
+        limits.max_connections,
+        available,
+        cap,
+    )
+    return replace(limits, max_connections=cap)
+
+
+def _raise_open_file_limit(wanted: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards `wanted` (never past the hard limit)."""
     try:
         import resource
-    except ImportError:  # not on Unix
-        return
-    needed = max_connections + RESERVED_DESCRIPTORS
+    except ImportError:  # not on Unix: nothing to fit
+        return wanted
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= needed:
-        return
-    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return wanted
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < needed:
-        log.warning(
-            "listen.max_connections is %d but the open-file limit is %d (ulimit -n): "
-            "connections past about %d will fail to be accepted; lower "
-            "listen.max_connections or raise the limit",
-            max_connections,
-            target,
-            target - RESERVED_DESCRIPTORS,
-        )
+    return target

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from market_agent.connections import ConnectionLimits, bounded_server, ensure_descriptors
+from market_agent.connections import ConnectionLimits, bounded_server, fit_descriptors
 from market_agent.errors import AuditError, ConfigError
 from market_agent.inputs import PayloadError, parse_payload
 from market_agent.listener import (
@@ -386,7 +386,7 @@ def serve(
     Connections are bounded by `limits`. The app's listener must be started; it is
     stopped here.
     """
-    ensure_descriptors(limits.max_connections)
+    limits = fit_descriptors(limits)
     server = bounded_server(
         app,
         limits,
