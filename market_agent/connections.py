@@ -129,7 +129,10 @@ class ConnectionEvents:
     def timed_out(self, phase: str, received: bool) -> None:
         setting = "header_timeout" if phase is _HEADERS else "request_timeout"
         seconds = getattr(self.limits, setting)
-        what = ("request headers" if phase is _HEADERS else "request") if received else "idle"
+        if not received:
+            what = "no request"
+        else:
+            what = "request headers incomplete" if phase is _HEADERS else "request incomplete"
         self.timeouts.note(f"closed a connection: {what} after {seconds:g} s (listen.{setting})")
 
     def handle_loop_exception(
