@@ -22,6 +22,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from market_agent.actions.config import ActionsSettings, NotifierSettings
@@ -149,6 +150,20 @@ class ListenSettings(_Section):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     insecure_no_auth: bool = False
+    #: Open connections; one more is answered 503 and closed at once.
+    max_connections: int = Field(default=512, ge=1, le=100_000)
+    #: Seconds for a request's headers to arrive, from its first byte (or the connection).
+    header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    #: Seconds for a whole request (headers and body) to arrive, counted the same way.
+    request_timeout: float = Field(default=30.0, gt=0, le=3600)
+    #: Seconds an idle connection is kept open between requests.
+    keepalive_timeout: float = Field(default=5.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _request_outlasts_headers(self) -> ListenSettings:
+        if self.request_timeout < self.header_timeout:
+            raise ValueError("listen.request_timeout must be at least listen.header_timeout")
+        return self
 
     def resolved_token(self) -> str | None:
         """The webhook bearer token; a token file (e.g. `--token-file`) wins over `token`."""

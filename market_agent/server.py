@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from market_agent.connections import ConnectionLimits, bounded_server, fit_descriptors
 from market_agent.errors import AuditError, ConfigError
 from market_agent.inputs import (
     MAX_DEPTH,
@@ -404,7 +405,8 @@ def run_listener(
     log.info("audit log %s: %s", audit.path, recovery)
     app = WebhookApp(listener, token=token, max_body_bytes=options.max_body_bytes)
     _settle_garbage_collector()
-    return serve(app, sock, grace_period=options.grace_period)
+    limits = ConnectionLimits.from_settings(options)
+    return serve(app, sock, grace_period=options.grace_period, limits=limits)
 
 
 def _settle_garbage_collector() -> None:
@@ -419,15 +421,22 @@ def _settle_garbage_collector() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def serve(app: WebhookApp, sock: socket.socket, *, grace_period: float) -> int:
+def serve(
+    app: WebhookApp,
+    sock: socket.socket,
+    *,
+    grace_period: float,
+    limits: ConnectionLimits,
+) -> int:
     """Serve on a bound socket until SIGTERM/SIGINT, then drain for the grace period.
 
-    The app's listener must be started; it is stopped here.
+    Connections are bounded by `limits`. The app's listener must be started; it is
+    stopped here.
     """
-    import uvicorn
-
-    config = uvicorn.Config(
+    limits = fit_descriptors(limits)
+    server = bounded_server(
         app,
+        limits,
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -440,7 +449,7 @@ def serve(app: WebhookApp, sock: socket.socket, *, grace_period: float) -> int:
     left: int | None = None
     with _DrainSignals() as guard:
         try:
-            uvicorn.Server(config).run(sockets=[sock])
+            server.run(sockets=[sock])
             guard.draining = True
             log.info("draining the analysis queue (up to %g s)", grace_period)
             left = app.listener.stop(grace_period, guard.abort)
