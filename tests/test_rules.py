@@ -702,8 +702,8 @@ def test_builtin_table_is_loaded_once() -> None:
 
 def test_importing_does_no_work() -> None:
     code = (
-        "import market_agent.analysis.rules as r; "
-        "assert r._builtin_table.cache_info().currsize == 0"
+        "import market_agent.analysis.rules.table as t; "
+        "assert t._builtin_table.cache_info().currsize == 0"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -806,12 +806,12 @@ _TEXT = st.lists(
 
 def _reference_matches(table: Any, index: int, text: str) -> set[int]:
     """Rules matching field `index`, straight from the definitions in rules.toml (slow)."""
-    from market_agent.analysis.rules import _expr_of
+    from market_agent.analysis.rules.matcher import expr_of
 
     if index == 0:  # name: CamelCase, snake_case and kebab-case words
         low = " ".join(_NAME_SPLIT.findall(text)).lower()
     else:
-        low = _expr_of(text) if index == 3 else text.lower()
+        low = expr_of(text) if index == 3 else text.lower()
     words = _LOWER_WORD.findall(low)
 
     def fits(element: tuple[str, bool], word: str) -> bool:
@@ -861,9 +861,9 @@ def test_name_and_expression_matching_agrees_with_the_rule_definitions(
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=40) | _TEXT)
 def test_fast_tokenising_equals_the_regex(text: str) -> None:
-    from market_agent.analysis.rules import _words_of
+    from market_agent.analysis.rules.matcher import words_of
 
-    assert _words_of(text) == _LOWER_WORD.findall(text.lower())
+    assert words_of(text) == _LOWER_WORD.findall(text.lower())
 
 
 @pytest.mark.parametrize(
@@ -882,10 +882,10 @@ def test_fast_tokenising_equals_the_regex(text: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(text=st.text("abcdeforuxz_=(){}<!01 ", max_size=30))
 def test_pattern_prefilter_never_skips_a_match(pattern: str, text: str) -> None:
-    from market_agent.analysis.rules import _needed
+    from market_agent.analysis.rules.matcher import needed
 
     compiled = re.compile(pattern)
-    needs = _needed(compiled)
+    needs = needed(compiled)
     if compiled.search(text):
         assert any(need in text for need in needs), needs
 
