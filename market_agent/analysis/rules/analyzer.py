@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from market_agent.analysis.base import Judgement
@@ -13,7 +13,9 @@ from market_agent.errors import ConfigError
 from market_agent.models import Alert, Notification, Verdict
 
 # Validates exactly as `Verdict(...)` does, without BaseModel's Python-level __init__.
-_validate_verdict = Verdict.__pydantic_validator__.validate_python
+_validate_verdict: Callable[[dict[str, Any]], Verdict] = (
+    Verdict.__pydantic_validator__.validate_python
+)
 
 
 class RuleAnalyzer:

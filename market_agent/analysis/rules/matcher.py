@@ -214,10 +214,10 @@ def needed(pattern: re.Pattern[str]) -> tuple[str, ...]:
     if pattern.flags & re.IGNORECASE:
         return ("",)
     try:
-        from re import _parser  # CPython's own regex parser (private: do without if it moves)
+        from re import _parser  # type: ignore[attr-defined]  # CPython's private regex parser
 
         needs = _literal_needs(_parser.parse(pattern.pattern, pattern.flags))
-    except Exception:  # pragma: no cover - a Python without `re._parser`
+    except Exception:  # pragma: no cover - `re._parser` moved: do without the prefilter
         return ("",)
     best = _most_selective(needs) or ("",)
     # "up" or "_up": "up" alone says the same.
@@ -234,7 +234,7 @@ def _literal_needs(items: Iterable[tuple[Any, Any]]) -> list[tuple[str, ...]]:
     Conservative: only literal runs that every match contains (not inside optional
     parts, lookarounds or groups with inline flags) count.
     """
-    from re import _constants as sre
+    from re import _constants as sre  # type: ignore[attr-defined]
 
     needs: list[tuple[str, ...]] = []
     run: list[str] = []
@@ -349,6 +349,7 @@ class Matcher:
 
     def _field(self, index: int, text: str, masks: dict[int, int]) -> None:
         memo = self._texts[index]
+        found: int | None
         if memo is None:
             found = self._scan(index, text)
         elif (found := memo.get(text)) is None:

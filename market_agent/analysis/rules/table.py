@@ -199,10 +199,10 @@ class _RuleFile(BaseModel):
     actions: dict[StrictStr, dict[StrictStr, _Strings]] = {}
 
 
-def _field_mask(names: Iterable[str]) -> int:
+def _field_mask(names: Iterable[FieldName]) -> int:
     mask = 0
     for name in names:
-        mask |= 1 << FIELDS.index(name)  # type: ignore[arg-type]
+        mask |= 1 << FIELDS.index(name)
     return mask
 
 
@@ -273,7 +273,9 @@ class RuleTable:
         self._derive("matcher", matcher)
         self._derive("mask_weights", sums)
         self._derive("vote_order", tuple(TYPE_INDEX[t] for t in order))
-        votes = tuple((TYPE_INDEX[r.issue_type], r.weight, r.user, r.no_restart) for r in self.rules)
+        votes = tuple(
+            (TYPE_INDEX[r.issue_type], r.weight, r.user, r.no_restart) for r in self.rules
+        )
         self._derive("votes", votes)
         self._derive("has_user_rules", any(r.user for r in self.rules))
         self._derive("tie_scores", itemgetter(*self.vote_order))
