@@ -6,6 +6,7 @@ import math
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -19,6 +20,7 @@ from market_agent.errors import ConfigError
 from market_agent.models import IssueType, Notification, Severity, Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
+RULES_TOML = ROOT / "market_agent" / "analysis" / "rules" / "rules.toml"
 PREDICTOR = {"job": "market-predictor", "service": "market-predictor", "instance": "10.0.0.5:8000"}
 RUNBOOK = "https://runbooks.example.com/market-predictor/"
 
@@ -702,8 +704,8 @@ def test_builtin_table_is_loaded_once() -> None:
 
 def test_importing_does_no_work() -> None:
     code = (
-        "import market_agent.analysis.rules as r; "
-        "assert r._builtin_table.cache_info().currsize == 0"
+        "import market_agent.analysis.rules.table as t; "
+        "assert t._builtin_table.cache_info().currsize == 0"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -759,12 +761,53 @@ def test_user_rule_on_labels_with_severity_and_action() -> None:
         ),
         ({"id": "r", "issue_type": "errors", "keywords": ["x"], "severity": "huge"}, "'severity'"),
         ("not a table", r"analysis\.rules\[0\] must be a table"),
+        ({"id": "r", "issue_type": "errors", "keywords": ["x", 2]}, r"'keywords' item 1 must be a"),
+        (
+            {"id": "r", "issue_type": "errors", "labels": {"team": 1}},
+            r"key 'labels\.team' must be a string \(got 1\)",
+        ),
+        (
+            {"id": "r", "issue_type": "errors", "keywords": ["x"], "clears_when": {"metric": "up"}},
+            r"key 'clears_when': needs exactly one of below, at_least",
+        ),
+        (
+            {"id": "r", "issue_type": "errors", "keywords": ["x"], "weight": math.nan},
+            r"key 'weight' must be a finite number",
+        ),
+        ({"id": " ", "issue_type": "errors", "keywords": ["x"]}, r"\]: key 'id' must not be empty"),
     ],
 )
 def test_bad_user_rules_name_the_rule_and_key(rule: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         load_rule_table([rule])
     assert "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda d: d["rules"][2].update(weight="x"),
+            r"^rules\.toml rules\[2\] \(id '.+'\): key 'weight'",
+        ),
+        (lambda d: d["settings"].update(min_score="x"), r"^rules\.toml: key 'settings\.min_score'"),
+        (lambda d: d.update(extra=1), r"^rules\.toml: unknown key 'extra'"),
+    ],
+)
+def test_a_bad_builtin_table_names_the_file_rule_and_key(change: Any, message: str) -> None:
+    from market_agent.analysis.rules.table import _table_from_data
+
+    data = tomllib.loads(RULES_TOML.read_text(encoding="utf-8"))
+    change(data)
+    with pytest.raises(ConfigError, match=message):
+        _table_from_data(data)
+
+
+def test_package_data_ships_the_rule_table() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    globs = pyproject["tool"]["setuptools"]["package-data"]["market_agent"]
+    shipped = {path for glob in globs for path in (ROOT / "market_agent").glob(glob)}
+    assert RULES_TOML in shipped
 
 
 def test_duplicate_user_rule_ids_are_rejected() -> None:
@@ -806,12 +849,12 @@ _TEXT = st.lists(
 
 def _reference_matches(table: Any, index: int, text: str) -> set[int]:
     """Rules matching field `index`, straight from the definitions in rules.toml (slow)."""
-    from market_agent.analysis.rules import _expr_of
+    from market_agent.analysis.rules.matcher import expr_of
 
     if index == 0:  # name: CamelCase, snake_case and kebab-case words
         low = " ".join(_NAME_SPLIT.findall(text)).lower()
     else:
-        low = _expr_of(text) if index == 3 else text.lower()
+        low = expr_of(text) if index == 3 else text.lower()
     words = _LOWER_WORD.findall(low)
 
     def fits(element: tuple[str, bool], word: str) -> bool:
@@ -861,9 +904,9 @@ def test_name_and_expression_matching_agrees_with_the_rule_definitions(
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=40) | _TEXT)
 def test_fast_tokenising_equals_the_regex(text: str) -> None:
-    from market_agent.analysis.rules import _words_of
+    from market_agent.analysis.rules.matcher import words_of
 
-    assert _words_of(text) == _LOWER_WORD.findall(text.lower())
+    assert words_of(text) == _LOWER_WORD.findall(text.lower())
 
 
 @pytest.mark.parametrize(
@@ -882,10 +925,10 @@ def test_fast_tokenising_equals_the_regex(text: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(text=st.text("abcdeforuxz_=(){}<!01 ", max_size=30))
 def test_pattern_prefilter_never_skips_a_match(pattern: str, text: str) -> None:
-    from market_agent.analysis.rules import _needed
+    from market_agent.analysis.rules.matcher import needed
 
     compiled = re.compile(pattern)
-    needs = _needed(compiled)
+    needs = needed(compiled)
     if compiled.search(text):
         assert any(need in text for need in needs), needs
 

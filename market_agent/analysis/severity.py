@@ -1,6 +1,6 @@
 """The one mapping from an alert's `severity` label to a `Severity`.
 
-The words live in `rules.toml` (`[severity]`), read here and nowhere else: the rule
+The words live in `rules/rules.toml` (`[severity]`), read here and nowhere else: the rule
 analyzer, the floor applied to an LLM's verdict and the prompt all use this module.
 """
 
@@ -29,7 +29,8 @@ def parse_severity_map(raw: Mapping[str, Any]) -> dict[str, Severity]:
 @functools.cache
 def severity_map() -> Mapping[str, Severity]:
     """The shipped mapping (lower-case label value -> severity)."""
-    text = resources.files("market_agent.analysis").joinpath("rules.toml").read_text("utf-8")
+    # Not `files("market_agent.analysis.rules")`: that would import the whole rule engine.
+    text = (resources.files("market_agent.analysis") / "rules" / "rules.toml").read_text("utf-8")
     return parse_severity_map(tomllib.loads(text).get("severity", {}))
 
 
