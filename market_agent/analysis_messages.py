@@ -141,7 +141,10 @@ def decode(raw: object) -> Message:
     try:
         return kind(*raw[1:])
     except TypeError:
-        raise ProtocolError(f"malformed {kind.TAG!r} message: {len(raw) - 1} fields") from None
+        fields = len(kind.__match_args__)
+        raise ProtocolError(
+            f"malformed {kind.TAG!r} message: {len(raw) - 1} values, {fields} expected"
+        ) from None
 
 
 def send(conn: Connection, message: Message) -> None:
