@@ -413,8 +413,7 @@ class ProcessAnalysis:
 
     def _journal(self, generation: int, records: BatchRecords) -> None:
         with self._cond:
-            in_flight = self._in_flight
-            jobs = [job for i in records.ids if (job := in_flight.pop(i, None)) is not None]
+            jobs = [job for i in records.ids if (job := self._in_flight.pop(i, None)) is not None]
             self._deaths = 0
         batch = Batch(
             jobs=jobs,
