@@ -5,13 +5,8 @@ HTTP server and the journal left both at half speed. Here the listener's process
 keeps HTTP, validation and the journal; a child process (spawned, not forked: the
 listener has threads and open files) builds its own analysis service, context
 provider and remediator from the same settings and runs the same worker threads
-(`market_agent.workers`). The journal stays single-writer, in the parent:
-
-    parent -> child   ("jobs", generation, [(notification id, payload JSON), ...])
-    child  -> parent  ("batch", batch id, [notification id, ...], [(kind, parts)],
-                       [observation], failures)
-    parent -> child   ("answer", generation, batch id, committed?)
-    parent -> child   ("stop", generation)
+(`market_agent.workers`). The journal stays single-writer, in the parent: the child
+sends each batch's records (`market_agent.analysis_messages`, typed and versioned).
 
 A batch's analyses are remediated in the child once the parent answers that their
 records are on disk, exactly as in-process workers do after their commit. If the
@@ -37,7 +32,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -45,6 +40,21 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from market_agent.analysis_messages import (
+    PROTOCOL_VERSION,
+    Answer,
+    BatchRecords,
+    Failed,
+    Hello,
+    Jobs,
+    Message,
+    ProtocolError,
+    Ready,
+    Stop,
+    check_version,
+    receive,
+    send,
+)
 from market_agent.audit import Prepared, prepare
 from market_agent.errors import ConfigError
 from market_agent.models import new_id
@@ -125,7 +135,7 @@ class ProcessAnalysis:
         #: notification id -> job, for the jobs the current child holds.
         self._in_flight: dict[str, Job] = {}
         self._room = threading.Semaphore(IN_FLIGHT)
-        self._outbox: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
+        self._outbox: queue.Queue[Jobs | Answer | Stop | None] = queue.Queue()
         self._closing = False
         #: Deaths since a child last delivered a batch (how long to wait before the next).
         self._deaths = 0
@@ -173,13 +183,11 @@ class ProcessAnalysis:
                 "(see its log lines above; --analysis threads analyses without it)"
             )
         try:
-            message = conn.recv()
-        except (EOFError, OSError):
-            message = ("fatal", "the analysis process exited as it started (see its log)")
-        if message[0] != "ready":
+            ready = _first_answer(conn)
+        except ConfigError:
             self._kill()
-            raise ConfigError(message[1])
-        self._now_ready(message[1])
+            raise
+        self._now_ready(ready.pid)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Tell the child to stop (what it holds stays journaled), wait, then end threads."""
@@ -188,7 +196,7 @@ class ProcessAnalysis:
             generation = self._generation
             self._cond.notify_all()
         self.jobs.put(None)  # the dispatcher's sentinel
-        self._outbox.put(("stop", generation))
+        self._outbox.put(Stop(generation))
         process = self._process
         if process is not None:
             try:
@@ -213,7 +221,7 @@ class ProcessAnalysis:
                 pass_fds=[theirs.fileno()],
             )
             parent = Connection(ours.detach())
-        parent.send(self.spec)
+        send(parent, Hello(PROTOCOL_VERSION, self.spec))
         with self._cond:
             self._conn, self._process, self._ready = parent, process, False
             self._generation += 1
@@ -347,7 +355,7 @@ class ProcessAnalysis:
             for job in batch:
                 self._in_flight[job.notification_id] = job
             generation = self._generation
-        self._outbox.put(("jobs", generation, items))
+        self._outbox.put(Jobs(generation, items))
 
     def _write(self) -> None:
         """The only thread that writes to the child; messages of a dead child are dropped."""
@@ -356,11 +364,11 @@ class ProcessAnalysis:
             if message is None:
                 return
             with self._cond:
-                conn = self._conn if message[1] == self._generation else None
+                conn = self._conn if message.generation == self._generation else None
             if conn is None:
                 continue
             with contextlib.suppress(OSError, ValueError):  # dead child: `_read` sees it
-                conn.send(message)
+                send(conn, message)
 
     def _read(self) -> None:
         """Batches from the child -> the journal; a closed pipe is a dead (or done) child."""
@@ -372,44 +380,73 @@ class ProcessAnalysis:
             if conn is None:
                 return
             try:
-                message = conn.recv()
+                message = receive(conn)
             except (EOFError, OSError):
                 if not self._child_died(conn):
                     return
                 continue
-            if message[0] == "batch":
-                self._journal(generation, *message[1:])
-            elif message[0] == "ready":
-                self._now_ready(message[1])
-            elif message[0] == "fatal":
-                log.error("%s", message[1])
+            except ProtocolError as exc:
+                self._replace(exc)
+                continue
+            try:
+                self._take(generation, message)
+            except ProtocolError as exc:
+                self._replace(exc)
 
-    def _journal(
-        self,
-        generation: int,
-        batch_id: int,
-        ids: list[str],
-        entries: list[tuple[str, tuple[str, str, str]]],
-        observations: list[tuple[str, str, float | None]],
-        failures: int,
-    ) -> None:
+    def _replace(self, error: ProtocolError) -> None:
+        """A child that breaks the protocol is killed: its jobs go to the next one."""
+        log.error("%s: replacing the analysis process", error.message)
+        self._kill()
+
+    def _take(self, generation: int, message: Message) -> None:
+        """One message from the child (ProtocolError: one it should not send)."""
+        match message:
+            case BatchRecords():
+                self._journal(generation, message)
+            case Ready(version=version, pid=pid):
+                check_version(PROTOCOL_VERSION, version)
+                self._now_ready(pid)
+            case Failed(reason=reason):
+                log.error("%s", reason)
+            case _:
+                raise ProtocolError(f"the analysis process sent a {message.TAG!r} message")
+
+    def _journal(self, generation: int, records: BatchRecords) -> None:
         with self._cond:
-            jobs = [job for i in ids if (job := self._in_flight.pop(i, None)) is not None]
+            jobs = [job for i in records.ids if (job := self._in_flight.pop(i, None)) is not None]
             self._deaths = 0
         batch = Batch(
             jobs=jobs,
-            entries=[Prepared(kind, {}, parts) for kind, parts in entries],
-            failures=failures,
-            observed=[Observation(*o) for o in observations],
+            entries=[Prepared(kind, {}, parts) for kind, parts in records.records],
+            failures=records.failures,
+            observed=[Observation(*o) for o in records.observations],
         )
+        batch_id = records.batch_id
 
         def done(committed: bool) -> None:
-            self._outbox.put(("answer", generation, batch_id, committed))
+            self._outbox.put(Answer(generation, batch_id, committed))
             for _ in jobs:
                 self.jobs.task_done()
                 self._room.release()
 
         self.commit(batch, done)
+
+
+def _first_answer(conn: Connection) -> Ready:
+    """The child's answer to `Hello`; ConfigError (and so exit 2) unless it is ready
+    and speaks our protocol."""
+    try:
+        message = receive(conn)
+    except (EOFError, OSError):
+        raise ConfigError("the analysis process exited as it started (see its log)") from None
+    match message:
+        case Ready(version=version):
+            check_version(PROTOCOL_VERSION, version)
+            return message
+        case Failed(reason=reason):
+            raise ConfigError(reason)
+        case _:
+            raise ProtocolError(f"the analysis process answered with a {message.TAG!r} message")
 
 
 def _payload_json(job: Job) -> bytes:
@@ -433,7 +470,7 @@ def child_main(fd: int) -> None:
     for signum in GROUP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
     conn = Connection(fd)
-    spec: EngineSpec = conn.recv()
+    spec = _hello(conn)
     from market_agent.logs import configure_logging
 
     options = spec.settings.listen
@@ -442,13 +479,27 @@ def child_main(fd: int) -> None:
     try:
         workers, state = child.build(spec)
     except Exception as exc:  # told to the listener, which exits with it (status 2)
-        conn.send(("fatal", f"the analysis process cannot start: {_reason(exc)}"))
+        send(conn, Failed(f"the analysis process cannot start: {_reason(exc)}"))
         os._exit(1)
     reader = threading.Thread(target=child.read, name="analysis-read", daemon=True)
     reader.start()
-    conn.send(("ready", os.getpid()))
+    send(conn, Ready(PROTOCOL_VERSION, os.getpid()))
     child.run(workers, state)
     os._exit(0)  # daemon threads (a remediation in progress) end with the process
+
+
+def _hello(conn: Connection) -> EngineSpec:
+    """The listener's first message; the child exits, saying why, if it cannot speak
+    the listener's protocol."""
+    try:
+        hello = receive(conn)
+        if not isinstance(hello, Hello):
+            raise ProtocolError(f"the listener's first message is {hello.TAG!r}, not 'hello'")
+        check_version(hello.version, PROTOCOL_VERSION)
+    except ProtocolError as exc:
+        send(conn, Failed(exc.message))
+        os._exit(1)
+    return hello.spec
 
 
 def _reason(exc: Exception) -> str:
@@ -502,20 +553,23 @@ class _Child:
         the batches in progress; the end of the pipe: the listener is gone."""
         while True:
             try:
-                message = self.conn.recv()
+                message = receive(self.conn)
             except (EOFError, OSError):
                 break
-            kind = message[0]
-            if kind == "jobs":
-                self._queue(message[2])
-            elif kind == "answer":
-                with self._answers_lock:
-                    future = self._answers.pop(message[2], None)
-                if future is not None:
-                    future.set_result(message[3])
-            elif kind == "stop":
-                self.stopping.set()
-                self.done.set()
+            except ProtocolError as exc:  # as if the listener were gone: it replaces us
+                log.error("%s: the analysis process stops", exc.message)
+                break
+            match message:
+                case Jobs(items=items):
+                    self._queue(items)
+                case Answer(batch_id=batch_id, committed=committed):
+                    self._answer(batch_id, committed)
+                case Stop():
+                    self.stopping.set()
+                    self.done.set()
+                case _:
+                    log.error("unexpected %r message from the listener: stopping", message.TAG)
+                    break
         self.stopping.set()
         with self._answers_lock:
             self._closed = True
@@ -524,7 +578,13 @@ class _Child:
             future.set_result(False)
         self.done.set()
 
-    def _queue(self, items: list[tuple[str, bytes]]) -> None:
+    def _answer(self, batch_id: int, committed: bool) -> None:
+        with self._answers_lock:
+            future = self._answers.pop(batch_id, None)
+        if future is not None:
+            future.set_result(committed)
+
+    def _queue(self, items: Sequence[tuple[str, bytes]]) -> None:
         from market_agent.models import Notification
 
         for notification_id, payload in items:
@@ -558,11 +618,16 @@ class _Child:
             if self._closed:
                 return False
             self._answers[batch_id] = future
-        records = [(entry.kind, entry.parts) for entry in entries]
-        message = ("batch", batch_id, ids, records, [dataclasses.astuple(o) for o in observations])
+        message = BatchRecords(
+            batch_id,
+            ids,
+            [(entry.kind, entry.parts) for entry in entries],
+            [(o.analyzer, o.severity, o.llm_latency_s) for o in observations],
+            failures,
+        )
         try:
             with self._send_lock:
-                self.conn.send((*message, failures))
+                send(self.conn, message)
         except (OSError, ValueError):
             with self._answers_lock:
                 self._answers.pop(batch_id, None)

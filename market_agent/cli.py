@@ -10,7 +10,7 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -22,6 +22,9 @@ from market_agent.commands.listen import listen
 from market_agent.commands.restart import restart
 from market_agent.commands.status import status
 from market_agent.errors import ExitCode
+
+if TYPE_CHECKING:
+    from typer._click.exceptions import ClickException
 
 app = typer.Typer(
     name="market-agent",
@@ -98,6 +101,7 @@ def _skip_unused_optional_imports() -> None:
     for its own parameters too). Setting PYDANTIC_DISABLE_PLUGINS yourself wins.
     """
     for name in ("trio", "httpx._main"):
+        # None blocks the import (documented); typeshed types sys.modules without it.
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
@@ -108,12 +112,14 @@ def _command() -> Any:
     return typer.main.get_command(app)
 
 
-def _click_exceptions() -> tuple[type[Exception], type[Exception]]:
-    """Typer >= 0.20 vendors click; older ones use the real package."""
-    try:
-        from typer._click.exceptions import ClickException
-    except ImportError:  # pragma: no cover - depends on the installed Typer
-        from click.exceptions import ClickException
+def _click_exceptions() -> tuple[type[Exception], type[ClickException]]:
+    """Typer >= 0.20 vendors click; older ones use the real package (same interface;
+    mypy checks against the installed Typer's)."""
+    if not TYPE_CHECKING:
+        try:
+            from typer._click.exceptions import ClickException
+        except ImportError:  # pragma: no cover - depends on the installed Typer
+            from click.exceptions import ClickException
     return typer.Abort, ClickException
 
 
@@ -135,7 +141,7 @@ def run(argv: list[str] | None = None) -> int:
         error("aborted")
         return int(ExitCode.INTERRUPTED)
     except click_exception as exc:
-        exc.show()  # type: ignore[attr-defined]
+        exc.show()
         return int(ExitCode.USAGE)
     except KeyboardInterrupt:
         error("interrupted")

@@ -118,8 +118,8 @@ def metric_labels(
     labels = scrape_labels(managed_service)
     for name in ("job", "instance"):
         values = {alert.labels.get(name) for alert in alerts}
-        if len(values) == 1 and None not in values and values != {""}:
-            labels[name] = values.pop()  # type: ignore[assignment]
+        if len(values) == 1 and (value := values.pop()):  # not None, not ""
+            labels[name] = value
     return labels
 
 

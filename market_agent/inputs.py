@@ -15,9 +15,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from market_agent.models import ApiAlert, Notification, notification_from_api_alerts
 
@@ -237,7 +237,10 @@ def parse_payload(value: Any) -> Notification:
     )
 
 
-def _validate(model: Any, value: Any, prefix: str = "") -> Any:
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _validate(model: type[_Model], value: Any, prefix: str = "") -> _Model:
     if not isinstance(value, dict):
         raise PayloadError(f"{prefix or 'value'}: expected an object, got {_json_type(value)}")
     try:

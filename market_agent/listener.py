@@ -270,7 +270,8 @@ class Journal:
     def _take_batch(
         pending: deque[tuple[Entries, Future[list[dict[str, Any]]]]], limit: int
     ) -> list[tuple[Entries, Future[list[dict[str, Any]]]]]:
-        batch, size = [], 0
+        batch: list[tuple[Entries, Future[list[dict[str, Any]]]]] = []
+        size = 0
         while pending and (not batch or size + len(pending[0][0]) <= limit):
             entries, future = pending.popleft()
             # From here on the future cannot be cancelled: its records will be written.

@@ -43,6 +43,7 @@ class Pattern:
         return self.regex.sub(self._replace_if_secret_key, text)
 
     def _replace_if_secret_key(self, match: re.Match[str]) -> str:
+        assert self.key_group is not None  # `apply` uses this only for patterns with one
         return match.expand(self.replace) if is_secret_key(match[self.key_group]) else match[0]
 
 

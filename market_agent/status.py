@@ -50,6 +50,7 @@ RATE_WINDOW = "5m"
 AUDIT_TAIL_BYTES = 4 * 1024 * 1024
 
 Overall = Literal["healthy", "degraded", "unhealthy"]
+PredictorState = Literal["healthy", "unhealthy", "unreachable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,7 @@ class Failure:
 @dataclass(slots=True)
 class PredictorStatus:
     url: str
-    state: Literal["healthy", "unhealthy", "unreachable"]
+    state: PredictorState
     healthy: bool | None = None
     version: str | None = None
     uptime_seconds: float | None = None
@@ -250,7 +251,7 @@ def _predictor_status(client: PredictorClient, results: Mapping[str, Any]) -> Pr
     status = status if isinstance(status, dict) else {}
     if isinstance(health, Exception):
         failure = Failure.of(health)
-        state = "unreachable" if failure.unreachable else "unhealthy"
+        state: PredictorState = "unreachable" if failure.unreachable else "unhealthy"
         return PredictorStatus(client.display_url, state, error=failure, **_from_status(status))
     assert isinstance(health, Health)
     extra = _from_status(status)
@@ -485,7 +486,9 @@ def last_analysis(path: Path, limit: int = AUDIT_TAIL_BYTES) -> LastAnalysis | N
     record = _last_record(path, b'"kind":"analysis"', limit)
     if record is None:
         return None
-    alerts = record.get("alerts") if isinstance(record.get("alerts"), list) else []
+    alerts = record.get("alerts")
+    if not isinstance(alerts, list):
+        alerts = []
     return LastAnalysis(
         id=record.get("id"),
         created_at=record.get("created_at") or record.get("ts"),

@@ -16,11 +16,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from market_agent.analysis.run import ContextProvider
 from market_agent.audit import Prepared, prepare
 from market_agent.models import Analysis, Notification, new_id
+
+if TYPE_CHECKING:
+    from market_agent.actions.runner import ActionResult
 
 log = logging.getLogger("market_agent.listen")
 
@@ -33,9 +36,11 @@ WORKER_BATCH_SECONDS = 0.05
 
 
 class Remediator(Protocol):
-    """Called after an analysis is journaled (guarded auto-remediation plugs in here)."""
+    """Called after an analysis is journaled (guarded auto-remediation plugs in here:
+    `market_agent.actions.remediator.Remediator`). It returns the result of the action
+    it attempted, if any; the workers ignore it (the audit log has it)."""
 
-    def handle(self, analysis: Analysis, notification: Notification) -> None: ...
+    def handle(self, analysis: Analysis, notification: Notification) -> ActionResult | None: ...
 
 
 class Service(Protocol):

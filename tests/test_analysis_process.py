@@ -4,10 +4,12 @@ whatever happens to that process; the process never outlives the listener."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from market_agent import analysis_messages as messages
 from market_agent.analysis_process import MAX_CRASHES, EngineSpec
 from market_agent.audit import AuditLog
 from market_agent.config import load_settings
+from market_agent.errors import ConfigError
 from market_agent.listener import Listener
 from tests.cli_helpers import run_cli
 from tests.helpers import ManagedProcess, free_port, wait_until
@@ -282,3 +286,147 @@ def test_an_analysis_process_that_never_gets_ready_is_a_start_up_error(tmp_path,
     threaded = Listener(AuditLog(path), FakeService())  # the audit log's lock was let go
     threaded.start()
     threaded.stop(5)
+
+
+# The messages between the listener and its analysis process -------------------------
+
+#: An analysis process of a different build: it reads the listener's Hello, then sends
+#: what MESSAGE (a Python expression) says, then waits for anything or the pipe's end.
+FAKE_CHILD = """\
+import os, sys
+from multiprocessing.connection import Connection
+from market_agent.analysis_messages import Ready, encode, receive
+conn = Connection(int(sys.argv[1]))
+receive(conn)
+for message in [MESSAGES]:
+    conn.send(message)
+try:
+    conn.recv()
+except EOFError:
+    pass
+"""
+
+
+def fake_child(*messages_sent: str) -> str:
+    return FAKE_CHILD.replace("MESSAGES", ", ".join(messages_sent))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        messages.Hello(messages.PROTOCOL_VERSION, EngineSpec(load_settings(None, {}))),
+        messages.Ready(messages.PROTOCOL_VERSION, 1234),
+        messages.Failed("the rule table is bad"),
+        messages.Jobs(3, [("n1", b"{}"), ("n2", b"[]")]),
+        messages.BatchRecords(
+            7, ["n1"], [("analysis", ("{", "}", "x"))], [("rules", "low", None)], 0
+        ),
+        messages.Answer(3, 7, True),
+        messages.Stop(3),
+    ],
+    ids=lambda message: message.TAG,
+)
+def test_every_message_survives_the_wire(message):
+    assert messages.decode(messages.encode(message)) == message
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (("fatal", "the old protocol's start-up error"), "unknown message 'fatal'"),
+        (("answer", 1, 2), "malformed 'answer' message: 2 values, 3 expected"),
+        (("stop", 1, 2), "malformed 'stop' message: 2 values, 1 expected"),
+        (["stop", 1], "not a message of the analysis protocol: list"),
+        ((), "not a message of the analysis protocol: tuple"),
+        ((b"stop", 1), "not a message of the analysis protocol: tuple"),
+        (messages.Stop(1), "not a message of the analysis protocol: Stop"),
+    ],
+)
+def test_decode_refuses_what_is_not_a_message(raw, reason):
+    with pytest.raises(messages.ProtocolError, match=re.escape(reason)):
+        messages.decode(raw)
+
+
+def test_a_version_mismatch_names_both_versions():
+    with pytest.raises(messages.ProtocolError, match="listener speaks version 1, its analysis"):
+        messages.check_version(1, 2)
+
+
+def assert_start_fails(tmp_path: Path, match: str) -> None:
+    path = tmp_path / "audit.jsonl"
+    listener = Listener(AuditLog(path), None, engine=spec_for(path))
+    with pytest.raises(ConfigError, match=match):
+        listener.start()  # within READY_TIMEOUT's 60 s: a hang would fail the match
+    assert not alive(listener.analysis_pid)
+
+
+@pytest.mark.slow
+def test_an_analysis_process_of_another_protocol_version_refuses_the_listener(
+    tmp_path, monkeypatch
+):
+    """The child checks the listener's version (here the listener is the newer one)."""
+    from market_agent import analysis_process
+
+    theirs = messages.PROTOCOL_VERSION
+    monkeypatch.setattr(analysis_process, "PROTOCOL_VERSION", theirs + 1)
+    expected = f"the listener speaks version {theirs + 1}, its analysis process version {theirs}"
+    assert_start_fails(tmp_path, re.escape(expected))
+
+
+@pytest.mark.slow
+def test_the_listener_refuses_an_analysis_process_of_another_protocol_version(
+    tmp_path, monkeypatch
+):
+    """The listener checks the child's version, should the child not check the listener's."""
+    from market_agent import analysis_process
+
+    ours = messages.PROTOCOL_VERSION
+    child = fake_child(f"encode(Ready({ours + 1}, os.getpid()))")
+    monkeypatch.setattr(analysis_process, "CHILD_COMMAND", child)
+    expected = f"the listener speaks version {ours}, its analysis process version {ours + 1}"
+    assert_start_fails(tmp_path, re.escape(expected))
+
+
+@pytest.mark.slow
+def test_an_unknown_answer_to_the_handshake_is_a_start_up_error(tmp_path, monkeypatch):
+    from market_agent import analysis_process
+
+    child = fake_child("('fatal', 'no')")  # a start-up error of the untyped protocol
+    monkeypatch.setattr(analysis_process, "CHILD_COMMAND", child)
+    assert_start_fails(tmp_path, "unknown message 'fatal' in the analysis protocol")
+
+
+@pytest.mark.slow
+def test_an_analysis_process_that_sends_an_unknown_message_is_replaced(
+    tmp_path, started, monkeypatch, caplog
+):
+    from market_agent import analysis_process
+
+    ready = f"encode(Ready({messages.PROTOCOL_VERSION}, os.getpid()))"
+    monkeypatch.setattr(analysis_process, "CHILD_COMMAND", fake_child(ready, "('gossip', 1)"))
+    monkeypatch.setattr(analysis_process, "RESTART_DELAYS", (0.1,))
+    path = tmp_path / "audit.jsonl"
+    with caplog.at_level(logging.ERROR, logger="market_agent.listen"):
+        listener = start(started, path, spec_for(path))
+        first = listener.analysis_pid
+        wait_until(lambda: listener.metrics.analysis_restarts._value.get() >= 1, 20)
+    assert not alive(first)  # killed by the listener: it would have waited forever
+    assert "unknown message 'gossip' in the analysis protocol" in caplog.text
+
+
+def test_the_analysis_process_stops_reading_at_a_message_it_does_not_know(caplog):
+    """Its jobs then go to a new analysis process, as when it dies."""
+    from multiprocessing import Pipe
+
+    from market_agent.analysis_process import _Child
+
+    listener_end, child_end = Pipe()
+    child = _Child(child_end)
+    reader = threading.Thread(target=child.read, daemon=True)
+    with listener_end, child_end, caplog.at_level(logging.ERROR, logger="market_agent.listen"):
+        reader.start()
+        listener_end.send(("jobs", 1, [], "a field from a newer listener"))
+        reader.join(10)
+        assert not reader.is_alive()
+    assert child.stopping.is_set() and child.done.is_set()
+    assert "malformed 'jobs' message: 3 values, 2 expected" in caplog.text

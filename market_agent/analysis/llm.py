@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from market_agent.analysis.base import BUILTIN_ACTIONS, Judgement
 from market_agent.analysis.policy import ActionCatalog, ActionInfo
@@ -253,9 +253,11 @@ class LLMAnalyzer:
         return ChatOpenAI(
             model=settings.model,
             base_url=settings.base_url,
-            api_key=settings.resolved_api_key() or "not-needed",
+            api_key=SecretStr(settings.resolved_api_key() or "not-needed"),
             timeout=settings.timeout,
             max_retries=0,  # retries are ours, bounded by the overall deadline
+            # The ignore: mypy knows this field only by its pydantic alias,
+            # max_completion_tokens; ChatOpenAI accepts its name too (populate_by_name).
             max_tokens=settings.max_tokens,
             temperature=settings.temperature,
             http_client=deadline_client(timeout=settings.timeout),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Annotated
 
@@ -186,12 +186,14 @@ def _rows(report: StatusReport) -> list[tuple[str, str, str]]:
         ("prometheus", m.state, prometheus, m.error),
     ]
     rows.append(("alertmanager", a.state, alertmanager, a.error))
-    table = [(name, state, _join(parts, error)) for name, state, parts, error in rows]
+    table: list[tuple[str, str, str]] = [
+        (name, state, _join(parts, error)) for name, state, parts, error in rows
+    ]
     table.append(("agent", f"v{agent.version}", _join(agent_parts, None)))
     return table
 
 
-def _join(parts: list[str | None], error: object) -> str:
+def _join(parts: Sequence[str | None], error: object) -> str:
     text = " · ".join(part for part in parts if part)
     message = getattr(error, "message", None)
     return f"{message} · {text}" if message else text
