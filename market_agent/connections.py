@@ -169,7 +169,7 @@ class _Bounded:
     _cycle_at_start: Any = None
     _received = False
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         if len(self.connections) >= self.limits.max_connections:
             self._refused = True
             transport.write(OVER_CAPACITY)

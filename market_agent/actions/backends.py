@@ -154,7 +154,7 @@ class KubernetesBackend:
     def steps(self, spec: BackendSpec, params: Mapping[str, str]) -> tuple[Step, ...]:
         target = "deployment/" + substitute(spec.deployment or "", params)
         namespace = substitute(spec.namespace, params)
-        base = ("kubectl",)
+        base: tuple[str, ...] = ("kubectl",)
         if spec.kube_context:
             base += ("--context", check_value("kube_context", spec.kube_context))
         wait = f"--timeout={max(1, int(spec.timeout))}s"
