@@ -412,3 +412,76 @@ def test_a_resent_alert_inside_the_cooldown_is_not_escalated(tmp_path: Path) -> 
     assert runner.run(auto(notification(fingerprint="new"))).outcome == "blocked"
     assert [e["reason"] for e in notifier.events] == ["guard_blocked"]  # a new incident
     assert "cooldown" in notifier.events[0]["message"]
+
+
+# Per-alert idempotency ------------------------------------------------------------------
+
+
+def group(*alerts: str, group_key: str = "{}:{alertname=PredictorDown}") -> Notification:
+    """A firing group of alerts named `alertname:fingerprint` (default name PredictorDown)."""
+    items = []
+    for alert in alerts:
+        name, _, fingerprint = alert.rpartition(":")
+        labels = {"alertname": name or "PredictorDown", "instance": "127.0.0.1:8000"}
+        labels["shard"] = fingerprint
+        items.append(
+            {"labels": labels, "startsAt": STARTS, "fingerprint": fingerprint, "status": "firing"}
+        )
+    return Notification.model_validate({"status": "firing", "groupKey": group_key, "alerts": items})
+
+
+def test_a_growing_then_shrinking_group_acts_once_per_alert(tmp_path: Path) -> None:
+    actions = {**ON, "max_executions": 10, "restart": touch_action(tmp_path / "ran")}
+    runner = make_runner(tmp_path, actions)
+    sequence = ["a", "ab", "abc", "bc", "ab", "b", "cba"]
+    outcomes = [runner.run(auto(group(*alerts))).outcome for alerts in sequence]
+    assert outcomes == ["verified"] * 3 + ["blocked"] * 4
+    assert blocked_by(tmp_path) == ["already_handled"] * 4
+    started = [r for r in records(tmp_path, "action") if r["outcome"] == "started"]
+    assert [len(r["alert_keys"]) for r in started] == [1, 2, 3]
+    assert started[0]["alert_keys"] == ["a|2026-11-25T10:00:00+00:00"]
+
+
+def test_an_alert_already_acted_on_is_handled_in_any_group(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(tmp_path / "ran")})
+    assert runner.run(auto(group("a", "b"))).outcome == "verified"
+    assert runner.run(auto(group("b", group_key="{}:other"))).outcome == "blocked"
+    assert blocked_by(tmp_path) == ["already_handled"]
+
+
+def test_a_new_alert_in_a_handled_group_still_meets_the_cooldown(tmp_path: Path) -> None:
+    actions = {"auto_remediate": True, "cooldown": "10m", "restart": touch_action(tmp_path / "r")}
+    runner = make_runner(tmp_path, actions)
+    assert runner.run(auto(group("a"))).outcome == "verified"
+    result = runner.run(auto(group("a", "b")))
+    assert result.outcome == "blocked"
+    assert blocked_by(tmp_path) == ["cooldown"]  # b is new: not already handled
+    handled = next(g for g in result.preview.guards if g.name == "already_handled")
+    assert handled.passed
+    assert handled.detail == "1 of 2 alerts not acted on yet"
+
+
+def test_a_new_alert_in_a_handled_group_still_meets_the_breaker(tmp_path: Path) -> None:
+    runner = make_runner(
+        tmp_path, {**ON, "max_executions": 1, "restart": touch_action(tmp_path / "r")}
+    )
+    assert runner.run(auto(group("a"))).outcome == "verified"
+    assert runner.run(auto(group("a", "b"))).outcome == "blocked"
+    assert blocked_by(tmp_path) == ["circuit_breaker"]
+
+
+def test_a_new_alert_the_action_does_not_allow_does_not_make_it_run_again(
+    tmp_path: Path,
+) -> None:
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(tmp_path / "r")})
+    assert runner.run(auto(group("a"))).outcome == "verified"
+    assert runner.run(auto(group("a", "DiskFull:x"))).outcome == "blocked"
+    assert blocked_by(tmp_path) == ["already_handled"]
+
+
+def test_an_alert_without_fingerprint_is_known_by_its_labels(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(tmp_path / "r")})
+    assert runner.run(auto(notification(fingerprint=""))).outcome == "verified"
+    assert runner.run(auto(notification(fingerprint=""))).outcome == "blocked"
+    assert runner.run(auto(notification(fingerprint="", shard="2"))).outcome == "verified"
+    assert blocked_by(tmp_path) == ["already_handled"]

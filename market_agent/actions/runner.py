@@ -35,7 +35,7 @@ from market_agent.actions.guards import (
     GuardInput,
     GuardResult,
     Trigger,
-    alert_key,
+    alert_keys,
     history_guards,
 )
 from market_agent.actions.probes import AlertCheckUnavailable
@@ -211,7 +211,7 @@ class ActionRunner:
         _, window, cooldown = self.settings.limits(spec)
         horizon = max(window, cooldown, DEDUP_HORIZON)
         runs = self.history.executions(request.action, horizon)
-        return history_guards(g, runs, self.clock(), alert_key(request.notification))
+        return history_guards(g, runs, self.clock(), alert_keys(g))
 
     # Running -------------------------------------------------------------------------
 
@@ -426,7 +426,7 @@ class _Run:
             params=self.preview.params,
             reason=self.request.reason,
             forced=self.request.force,
-            alert_key=alert_key(self.notification),
+            alert_keys=alert_keys(_input(self.request, spec, self.runner.settings)),
         )
         verified = self._run_step("execute", plan) and self._verify("verify", spec)
         elapsed = round(time.monotonic() - started, 3)
