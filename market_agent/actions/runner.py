@@ -21,7 +21,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,26 +244,30 @@ class ActionRunner:
                 return run.result
             return run.execute(spec)
 
-    @contextmanager
-    def _lock(self, action: str) -> Iterator[bool]:
-        """Single flight: a non-blocking exclusive flock per action, across processes."""
-        path = self.lock_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", action) + ".lock")
+    def _lock(self, action: str) -> AbstractContextManager[bool]:
+        return action_lock(self.lock_dir, action)
+
+
+@contextmanager
+def action_lock(lock_dir: Path, action: str) -> Iterator[bool]:
+    """Single flight: a non-blocking exclusive flock per action, across processes."""
+    path = lock_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", action) + ".lock")
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"action lock {path}: {exc.strerror or exc} (check actions.lock_dir)"
+        ) from None
+    try:
         try:
-            self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise ConfigError(
-                f"action lock {path}: {exc.strerror or exc} (check actions.lock_dir)"
-            ) from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _free() -> GuardResult:
