@@ -9,7 +9,7 @@ notification ids that caused it, the step and its outcome (schema in the README)
     verify    passed | failed
     rollback  started | succeeded | failed
     rollback_verify  passed | failed
-    result    verified | rolled_back | failed | blocked
+    result    verified | rolled_back | failed | blocked | interrupted (set at start-up)
 
 Escalations are separate ``escalation`` records with the same ids.
 """
