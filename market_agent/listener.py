@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -111,12 +110,7 @@ class JournalClosed(Exception):
 
 def alert_keys(notification: Notification) -> list[str]:
     """One `fingerprint|status|startsAt` key per alert, the identity Alertmanager re-sends."""
-    keys = []
-    for alert in notification.alerts:
-        fingerprint = alert.fingerprint or _label_fingerprint(alert.labels)
-        starts_at = alert.starts_at.isoformat() if alert.starts_at else ""
-        keys.append(f"{fingerprint}|{alert.status}|{starts_at}")
-    return keys
+    return [alert.identity(with_status=True) for alert in notification.alerts]
 
 
 def webhook_record(
@@ -143,11 +137,6 @@ def webhook_record(
         }
     record["alert_keys"] = keys
     return record
-
-
-def _label_fingerprint(labels: Mapping[str, str]) -> str:
-    canonical = json.dumps(sorted(labels.items()), separators=(",", ":"))
-    return "labels:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class Journal:

@@ -5,7 +5,10 @@ The `Analysis` JSON shape is a documented contract (README, "JSON output").
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -79,6 +82,24 @@ class Alert(_Payload):
     @property
     def suppressed(self) -> bool:
         return self.state == "suppressed" or bool(self.silenced_by or self.inhibited_by)
+
+    def identity(self, *, with_status: bool = False) -> str:
+        """One alert occurrence, whatever group it arrives in: `fingerprint|startsAt`.
+
+        The fingerprint is Alertmanager's, or a hash of the labels when it sent none.
+        `with_status` gives `fingerprint|status|startsAt` (a resolved re-send differs).
+        """
+        fingerprint = self.fingerprint or label_fingerprint(self.labels)
+        starts_at = self.starts_at.isoformat() if self.starts_at else ""
+        if with_status:
+            return f"{fingerprint}|{self.status}|{starts_at}"
+        return f"{fingerprint}|{starts_at}"
+
+
+def label_fingerprint(labels: Mapping[str, str]) -> str:
+    """A stable stand-in for Alertmanager's fingerprint: a hash of the sorted labels."""
+    canonical = json.dumps(sorted(labels.items()), separators=(",", ":"))
+    return "labels:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class Notification(_Payload):

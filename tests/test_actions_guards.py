@@ -4,17 +4,32 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from market_agent.actions.config import ActionsSettings
+from market_agent.actions.guards import (
+    DEDUP_HORIZON,
+    ActionHistory,
+    Execution,
+    GuardInput,
+    GuardResult,
+    _span,
+    allowlist,
+    confidence,
+    history_guards,
+    resolved,
+)
 from market_agent.actions.notifiers import Delivery, Escalator
 from market_agent.actions.probes import AlertCheckUnavailable, Verifier
 from market_agent.actions.runner import ActionRequest, ActionRunner
 from market_agent.audit import AuditLog
+from market_agent.history import format_ts
 from market_agent.models import AlertSummary, Analysis, Notification
 
 STARTS = "2026-11-25T10:00:00Z"
@@ -412,3 +427,273 @@ def test_a_resent_alert_inside_the_cooldown_is_not_escalated(tmp_path: Path) -> 
     assert runner.run(auto(notification(fingerprint="new"))).outcome == "blocked"
     assert [e["reason"] for e in notifier.events] == ["guard_blocked"]  # a new incident
     assert "cooldown" in notifier.events[0]["message"]
+
+
+# Per-alert idempotency ------------------------------------------------------------------
+
+
+def group(*alerts: str, group_key: str = "{}:{alertname=PredictorDown}") -> Notification:
+    """A firing group of alerts named `alertname:fingerprint` (default name PredictorDown)."""
+    items = []
+    for alert in alerts:
+        name, _, fingerprint = alert.rpartition(":")
+        labels = {"alertname": name or "PredictorDown", "instance": "127.0.0.1:8000"}
+        labels["shard"] = fingerprint
+        items.append(
+            {"labels": labels, "startsAt": STARTS, "fingerprint": fingerprint, "status": "firing"}
+        )
+    return Notification.model_validate({"status": "firing", "groupKey": group_key, "alerts": items})
+
+
+def test_a_growing_then_shrinking_group_acts_once_per_alert(tmp_path: Path) -> None:
+    actions = {**ON, "max_executions": 10, "restart": touch_action(tmp_path / "ran")}
+    runner = make_runner(tmp_path, actions)
+    sequence = ["a", "ab", "abc", "bc", "ab", "b", "cba"]
+    outcomes = [runner.run(auto(group(*alerts))).outcome for alerts in sequence]
+    assert outcomes == ["verified"] * 3 + ["blocked"] * 4
+    assert blocked_by(tmp_path) == ["already_handled"] * 4
+    started = [r for r in records(tmp_path, "action") if r["outcome"] == "started"]
+    assert [len(r["alert_keys"]) for r in started] == [1, 2, 3]
+    assert started[0]["alert_keys"] == ["a|2026-11-25T10:00:00+00:00"]
+
+
+def test_an_alert_already_acted_on_is_handled_in_any_group(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(tmp_path / "ran")})
+    assert runner.run(auto(group("a", "b"))).outcome == "verified"
+    assert runner.run(auto(group("b", group_key="{}:other"))).outcome == "blocked"
+    assert blocked_by(tmp_path) == ["already_handled"]
+
+
+def test_a_new_alert_in_a_handled_group_still_meets_the_cooldown(tmp_path: Path) -> None:
+    actions = {"auto_remediate": True, "cooldown": "10m", "restart": touch_action(tmp_path / "r")}
+    runner = make_runner(tmp_path, actions)
+    assert runner.run(auto(group("a"))).outcome == "verified"
+    result = runner.run(auto(group("a", "b")))
+    assert result.outcome == "blocked"
+    assert blocked_by(tmp_path) == ["cooldown"]  # b is new: not already handled
+    handled = next(g for g in result.preview.guards if g.name == "already_handled")
+    assert handled.passed
+    assert handled.detail == "1 of 2 alerts not acted on yet"
+
+
+def test_a_new_alert_in_a_handled_group_still_meets_the_breaker(tmp_path: Path) -> None:
+    runner = make_runner(
+        tmp_path, {**ON, "max_executions": 1, "restart": touch_action(tmp_path / "r")}
+    )
+    assert runner.run(auto(group("a"))).outcome == "verified"
+    assert runner.run(auto(group("a", "b"))).outcome == "blocked"
+    assert blocked_by(tmp_path) == ["circuit_breaker"]
+
+
+def test_a_new_alert_the_action_does_not_allow_does_not_make_it_run_again(
+    tmp_path: Path,
+) -> None:
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(tmp_path / "r")})
+    assert runner.run(auto(group("a"))).outcome == "verified"
+    assert runner.run(auto(group("a", "DiskFull:x"))).outcome == "blocked"
+    assert blocked_by(tmp_path) == ["already_handled"]
+
+
+def test_an_alert_without_fingerprint_is_known_by_its_labels(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(tmp_path / "r")})
+    assert runner.run(auto(notification(fingerprint=""))).outcome == "verified"
+    assert runner.run(auto(notification(fingerprint=""))).outcome == "blocked"
+    assert runner.run(auto(notification(fingerprint="", shard="2"))).outcome == "verified"
+    assert blocked_by(tmp_path) == ["already_handled"]
+
+
+# What mutation testing showed missing (bench/mutate.py) -------------------------------
+
+NOW = 1_800_000_000.0
+
+
+def guard_input(trigger: str = "auto", **settings: Any) -> GuardInput:
+    actions = ActionsSettings.model_validate({"restart": touch_action(Path("m")), **settings})
+    return GuardInput("restart", actions.definitions["restart"], actions, trigger)
+
+
+def by_name(results: Sequence[GuardResult]) -> dict[str, GuardResult]:
+    return {result.name: result for result in results}
+
+
+def write_raw(path: Path, *records: dict[str, Any]) -> None:
+    """Action records with chosen times (the history guards read, they don't verify)."""
+    with path.open("a") as out:
+        for record in records:
+            ts = format_ts(datetime.fromtimestamp(record.pop("at"), UTC))
+            line = {"kind": "action", "ts": ts, **record}
+            out.write(json.dumps(line, separators=(",", ":")) + "\n")
+
+
+def test_history_reads_only_this_actions_runs_and_their_finish_times(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    run = {"action": "restart", "step": "execute", "outcome": "started"}
+    write_raw(
+        path,
+        {**run, "at": NOW - 900, "action_id": "r1", "alert_keys": ["a|t"]},
+        {**run, "at": NOW - 800, "action_id": "c1", "action": "cleanup"},
+        {"action": "restart", "step": "result", "outcome": "verified", "action_id": "r1",
+         "at": NOW - 100},
+        {"action": "restart", "step": "result", "outcome": "blocked", "action_id": "r2",
+         "at": NOW - 50},
+        {**run, "at": NOW - 40, "action_id": "r2"},
+    )  # fmt: skip
+    runs = ActionHistory(path, clock=lambda: NOW).executions("restart", 3600)
+    assert runs == [
+        Execution(NOW - 40, frozenset(), None),
+        Execution(NOW - 900, frozenset({"a|t"}), NOW - 100),
+    ]
+    assert ActionHistory(path, clock=lambda: NOW).executions("restart", 60) == runs[:1]
+
+
+def test_no_audit_log_means_no_history() -> None:
+    assert ActionHistory(None).executions("restart", DEDUP_HORIZON) == []
+
+
+def test_another_actions_runs_count_against_none_of_this_ones_guards(tmp_path: Path) -> None:
+    actions = {
+        **ON,
+        "cooldown": "10m",
+        "max_executions": 1,
+        "restart": touch_action(tmp_path / "r"),
+        "cleanup": touch_action(tmp_path / "c"),
+    }
+    runner = make_runner(tmp_path, actions)
+    note = notification()
+    cleanup = ActionRequest("cleanup", "auto", analysis_of(note, action="cleanup"), note)
+    assert runner.run(cleanup).outcome == "verified"
+    assert runner.run(auto(note)).outcome == "verified"  # breaker, cooldown, alert: its own
+    assert runner.run(cleanup).outcome == "blocked"
+    assert sorted(blocked_by(tmp_path)) == ["already_handled", "circuit_breaker", "cooldown"]
+
+
+def test_cooldown_runs_from_the_newest_finish(tmp_path: Path) -> None:
+    g = guard_input(cooldown=600)
+    runs = [
+        Execution(NOW - 5000, finished=NOW - 4000),
+        Execution(NOW - 1000, finished=NOW - 10),  # a long run that ended a moment ago
+    ]
+    cooldown = by_name(history_guards(g, runs, NOW, []))["cooldown"]
+    assert not cooldown.passed
+    assert cooldown.detail == "last run 10 s ago (cooldown 10 min)"
+
+
+def test_cooldown_ends_exactly_after_its_length() -> None:
+    g = guard_input(cooldown=600)
+    over = by_name(history_guards(g, [Execution(NOW - 600)], NOW, []))["cooldown"]
+    assert over.passed
+    assert over.detail == "no run in the last 10 min"
+    assert not by_name(history_guards(g, [Execution(NOW - 599)], NOW, []))["cooldown"].passed
+
+
+def test_cooldown_applies_to_automatic_runs_only() -> None:
+    g = guard_input("manual", cooldown=600)
+    assert "cooldown" not in by_name(history_guards(g, [Execution(NOW - 1)], NOW, []))
+
+
+def test_breaker_counts_a_run_exactly_one_window_old() -> None:
+    g = guard_input(max_executions=2, window=3600)
+    runs = [Execution(NOW - 3600), Execution(NOW - 10), Execution(NOW - 3601)]
+    breaker = by_name(history_guards(g, runs, NOW, []))["circuit_breaker"]
+    assert not breaker.passed
+    assert not breaker.overridden
+    assert breaker.detail == "2 executions in the last 1 h (max 2)"
+
+
+def test_force_marks_the_breaker_overridden_only_when_it_trips() -> None:
+    g = guard_input(max_executions=2)
+    forced = GuardInput(g.action, g.spec, g.settings, g.trigger, force=True)
+    assert not by_name(history_guards(forced, [Execution(NOW)], NOW, []))[
+        "circuit_breaker"
+    ].overridden
+    tripped = by_name(history_guards(forced, [Execution(NOW)] * 2, NOW, []))["circuit_breaker"]
+    assert tripped.overridden
+
+
+def test_already_handled_details() -> None:
+    g = guard_input()
+    runs = [Execution(NOW - 9000, frozenset({"a", "b"}))]
+    one = by_name(history_guards(g, runs, NOW, ["a"]))["already_handled"]
+    assert (one.passed, one.detail, one.escalate) == (False, "already acted on this alert", False)
+    two = by_name(history_guards(g, runs, NOW, ["a", "b"]))["already_handled"]
+    assert two.detail == "already acted on these alerts"
+    assert "already_handled" not in by_name(history_guards(g, runs, NOW, []))
+
+
+def test_an_alert_handled_hours_ago_is_still_handled(tmp_path: Path) -> None:
+    actions = {**ON, "restart": touch_action(tmp_path / "r")}
+    assert make_runner(tmp_path, actions).run(auto()).outcome == "verified"
+    later = make_runner(tmp_path, actions)
+    later.clock = later.history.clock = lambda: time.time() + 6 * 3600  # past window, cooldown
+    assert later.run(auto()).outcome == "blocked"
+    assert blocked_by(tmp_path) == ["already_handled"]
+    next_day = make_runner(tmp_path, actions)
+    next_day.clock = next_day.history.clock = lambda: time.time() + 25 * 3600
+    assert next_day.run(auto()).outcome == "verified"
+
+
+def test_a_resolved_notification_never_pages(tmp_path: Path) -> None:
+    notifier = RecordingNotifier()
+    runner = make_runner(
+        tmp_path, {**ON, "restart": touch_action(tmp_path / "r")}, notifier=notifier
+    )
+    assert runner.run(auto(notification(status="resolved"), immediate=True)).outcome == "blocked"
+    assert blocked_by(tmp_path)[0] == "resolved"
+    assert notifier.events == []
+
+
+def test_a_firing_group_whose_alerts_all_resolved_is_resolved(tmp_path: Path) -> None:
+    note = notification()
+    note = note.model_copy(
+        update={"alerts": [note.alerts[0].model_copy(update={"status": "resolved"})]}
+    )
+    assert note.status == "firing"
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(tmp_path / "r")})
+    assert runner.run(auto(note)).outcome == "blocked"
+    assert blocked_by(tmp_path)[0] == "resolved"
+
+
+def test_confidence_at_the_floor_is_enough(tmp_path: Path) -> None:
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(tmp_path / "r")})
+    assert runner.run(auto(confidence=0.8)).outcome == "verified"
+    guard = next(g for g in runner.preview(auto()).guards if g.name == "confidence")
+    assert guard.detail == "confidence 0.90 >= 0.80"
+
+
+def test_manual_runs_skip_confidence_and_allowlist(tmp_path: Path) -> None:
+    marker = tmp_path / "r"
+    runner = make_runner(tmp_path, {"restart": {**touch_action(marker), "alerts": ["Other"]}})
+    note = notification()
+    request = ActionRequest("restart", "manual", analysis_of(note, confidence=0.1), note)
+    assert runner.run(request).outcome == "verified"
+    guards = by_name(runner.preview(request).guards)
+    assert guards["confidence"].detail == guards["allowlist"].detail == "not applicable"
+
+
+def test_automatic_runs_without_analysis_or_notification_skip_those_guards() -> None:
+    g = guard_input()
+    assert confidence(g).detail == allowlist(g).detail == "not applicable"
+    assert resolved(g).passed
+
+
+@pytest.mark.parametrize(
+    ("allow", "detail"),
+    [
+        ({"alerts": ["Other"]}, "action 'restart' is not allowed for these alerts"),
+        ({"alerts": [], "matchers": [{"job": "x"}]}, "action 'restart' is not allowed for these "
+                                                     "alerts"),
+        ({"alerts": []}, "action 'restart' allows no alert (set its `alerts` or `matchers`)"),
+    ],
+)  # fmt: skip
+def test_allowlist_says_why(tmp_path: Path, allow: dict[str, Any], detail: str) -> None:
+    runner = make_runner(tmp_path, {**ON, "restart": {**touch_action(tmp_path / "r"), **allow}})
+    guard = by_name(runner.preview(auto()).guards)["allowlist"]
+    assert (guard.passed, guard.detail) == (False, detail)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0 s"), (59, "59 s"), (60, "1 min"), (90, "90 s"), (3600, "1 h"), (5400, "90 min")],
+)
+def test_spans_read_naturally(seconds: float, text: str) -> None:
+    assert _span(seconds) == text

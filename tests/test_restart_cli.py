@@ -181,3 +181,24 @@ def test_terminal_confirmation(tmp_path: Path, answer: str, code: int) -> None:
     assert result.exit_code == code, result.stderr
     assert str(marker) in result.stderr  # the exact command was shown before asking
     assert marker.exists() == (code == 0)
+
+
+def test_restart_first_closes_a_run_a_killed_process_left_open(
+    tmp_path: Path, audit_path: Path
+) -> None:
+    from market_agent.audit import AuditLog
+
+    started = {"action_id": "cut", "action": "restart", "step": "execute", "outcome": "started"}
+    AuditLog(audit_path, fsync=False).append("action", {**started, "trigger": "manual"})
+    cfg = config(tmp_path, touch(tmp_path / "ran"), "max_executions = 1")
+    result = run_cli("--config", cfg, "restart", "--yes", "--json")
+    assert result.exit_code == 5, result.stderr  # the interrupted run counts: breaker
+    results = [r for r in audit_records(audit_path) if r.get("step") == "result"]
+    assert [(r["action_id"], r["outcome"]) for r in results] == [
+        ("cut", "interrupted"),
+        (json.loads(result.stdout)["action_id"], "blocked"),
+    ]
+    assert [r["reason"] for r in audit_records(audit_path) if r["kind"] == "escalation"] == [
+        "action_interrupted"
+    ]
+    assert json.loads(result.stdout)["outcome"] == "blocked"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -35,17 +36,15 @@ def build_runner(
         Verifier,
     )
     from market_agent.actions.runner import ActionRunner
-    from market_agent.config import default_state_dir
 
     actions = settings.actions
-    state_dir = audit.path.parent if audit is not None else default_state_dir()
     return ActionRunner(
         actions,
         audit=audit,
         verifier=Verifier(PredictorHealth(predictor), PrometheusCondition(prometheus)),
         escalator=escalator or build_escalator(settings, audit),
         alerts=AlertmanagerRecheck(alertmanager),
-        lock_dir=(actions.lock_dir or state_dir / "locks").expanduser(),
+        lock_dir=action_lock_dir(settings, audit),
         alert_timeout=settings.alertmanager.timeout,
     )
 
@@ -54,3 +53,21 @@ def build_remediator(runner: ActionRunner) -> Remediator:
     from market_agent.actions.remediator import Remediator
 
     return Remediator(runner, runner.escalator)
+
+
+def action_lock_dir(settings: Settings, audit: AuditLog | None) -> Path:
+    """`actions.lock_dir`, by default `locks/` beside the audit log."""
+    from market_agent.config import default_state_dir
+
+    state_dir = audit.path.parent if audit is not None else default_state_dir()
+    return (settings.actions.lock_dir or state_dir / "locks").expanduser()
+
+
+def reconcile_at_startup(settings: Settings, audit: AuditLog | None) -> list[dict[str, Any]]:
+    """Record and escalate the actions a killed process left without a result."""
+    from market_agent.actions.reconcile import reconcile_interrupted
+
+    if audit is None:
+        return []
+    escalator = build_escalator(settings, audit)
+    return reconcile_interrupted(audit, escalator, action_lock_dir(settings, audit))

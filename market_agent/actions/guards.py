@@ -9,7 +9,7 @@ cooldown, already handled) count the audit log, so they hold across processes.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +19,7 @@ from market_agent.analysis.base import is_managed
 
 if TYPE_CHECKING:
     from market_agent.actions.config import ActionSpec, ActionsSettings
-    from market_agent.models import Analysis, Notification
+    from market_agent.models import Alert, Analysis, Notification
 
 Trigger = Literal["auto", "manual"]
 
@@ -96,17 +96,27 @@ def confidence(g: GuardInput) -> GuardResult:
     return _ok("confidence", f"confidence {g.analysis.confidence:.2f} >= {floor:.2f}")
 
 
+def acted_for(g: GuardInput) -> list[Alert]:
+    """The firing alerts a run would act for: for an automatic run, those the action allows."""
+    if g.notification is None:
+        return []
+    firing = g.notification.firing
+    if g.trigger != "auto":
+        return firing
+    spec = g.spec
+    return [
+        alert
+        for alert in firing
+        if alert.name in spec.alerts or is_managed(alert.labels, spec.matchers)
+    ]
+
+
 def allowlist(g: GuardInput) -> GuardResult:
     if g.trigger != "auto" or g.notification is None:
         return _ok("allowlist", "not applicable")
-    spec = g.spec
-    allowed = [
-        alert.name
-        for alert in g.notification.firing
-        if alert.name in spec.alerts or is_managed(alert.labels, spec.matchers)
-    ]
+    allowed = [alert.name for alert in acted_for(g)]
     if not allowed:
-        if not spec.alerts and not spec.matchers:
+        if not g.spec.alerts and not g.spec.matchers:
             detail = f"action {g.action!r} allows no alert (set its `alerts` or `matchers`)"
         else:
             detail = f"action {g.action!r} is not allowed for these alerts"
@@ -135,7 +145,8 @@ class Execution:
     """One past run of an action, from its `execute`/`started` audit record."""
 
     started: float
-    alert_key: str | None
+    #: The identities (`Alert.identity`) of the alerts it acted for.
+    alert_keys: frozenset[str] = frozenset()
     finished: float | None = None
 
 
@@ -167,22 +178,31 @@ class ActionHistory:
             if step == "result" and outcome != "blocked" and isinstance(ident, str):
                 finished.setdefault(ident, when)
             elif step == "execute" and outcome == "started":
-                key = record.get("alert_key")
                 done = finished.get(ident) if isinstance(ident, str) else None
-                runs.append(Execution(when, key if isinstance(key, str) else None, done))
+                runs.append(Execution(when, recorded_alert_keys(record), done))
         return runs
 
 
+def recorded_alert_keys(record: Mapping[str, object]) -> frozenset[str]:
+    """The alert identities an `execute started` record names (`alert_keys`)."""
+    keys = record.get("alert_keys")
+    if not isinstance(keys, list):
+        return frozenset()
+    return frozenset(key for key in keys if isinstance(key, str))
+
+
 def history_guards(
-    g: GuardInput, runs: Sequence[Execution], now: float, alert_key: str | None
+    g: GuardInput, runs: Sequence[Execution], now: float, alert_keys: Sequence[str]
 ) -> list[GuardResult]:
-    """Already handled, circuit breaker (`force` overrides it) and cooldown, passed or not."""
+    """Already handled, circuit breaker (`force` overrides it) and cooldown, passed or not.
+
+    `alert_keys`: the identities of the alerts this run would act for. It is already
+    handled when the action ran for every one of them, whatever group each came in.
+    """
     limit, window, cool = g.settings.limits(g.spec)
     results = []
-    if alert_key is not None:
-        seen = any(run.alert_key == alert_key for run in runs)
-        detail = "already acted on this alert" if seen else "first action on this alert"
-        results.append(GuardResult("already_handled", not seen, detail, escalate=False))
+    if alert_keys:
+        results.append(_already_handled(runs, alert_keys))
     recent = sum(run.started >= now - window for run in runs)
     detail = f"{recent} executions in the last {_span(window)} (max {limit})"
     tripped = recent >= limit
@@ -199,16 +219,23 @@ def history_guards(
     return results
 
 
-def alert_key(notification: Notification | None) -> str | None:
-    """Identifies the firing alerts of a notification: fingerprint and start time."""
-    if notification is None or not notification.firing:
-        return None
-    parts = sorted(
-        f"{alert.fingerprint or sorted(alert.labels.items())}@"
-        f"{alert.starts_at.isoformat() if alert.starts_at else ''}"
-        for alert in notification.firing
-    )
-    return ";".join(parts)
+def _already_handled(runs: Sequence[Execution], alert_keys: Sequence[str]) -> GuardResult:
+    handled = frozenset().union(*(run.alert_keys for run in runs))
+    new = [key for key in alert_keys if key not in handled]
+    if not new:
+        detail = f"already acted on {_plural(len(alert_keys), 'this alert', 'these alerts')}"
+        return GuardResult("already_handled", False, detail, escalate=False)
+    detail = f"{len(new)} of {len(alert_keys)} alerts not acted on yet"
+    return GuardResult("already_handled", True, detail)
+
+
+def alert_keys(g: GuardInput) -> list[str]:
+    """The identities (fingerprint and start) of the alerts a run would act for."""
+    return sorted({alert.identity() for alert in acted_for(g)})
+
+
+def _plural(count: int, one: str, many: str) -> str:
+    return one if count == 1 else many
 
 
 def _span(seconds: float) -> str:

@@ -29,6 +29,7 @@ REASONS = (
     "prometheus_unreachable",  # the action's verify_query could not be asked before acting
     "analysis_proposed",  # the analysis itself proposed `escalate`
     "not_configured",  # the analysis asked for an action that is not configured
+    "action_interrupted",  # found at start-up: a run's process died before its result
 )
 
 

@@ -9,7 +9,7 @@ notification ids that caused it, the step and its outcome (schema in the README)
     verify    passed | failed
     rollback  started | succeeded | failed
     rollback_verify  passed | failed
-    result    verified | rolled_back | failed | blocked
+    result    verified | rolled_back | failed | blocked | interrupted (set at start-up)
 
 Escalations are separate ``escalation`` records with the same ids.
 """
@@ -21,7 +21,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,7 @@ from market_agent.actions.guards import (
     GuardInput,
     GuardResult,
     Trigger,
-    alert_key,
+    alert_keys,
     history_guards,
 )
 from market_agent.actions.probes import AlertCheckUnavailable
@@ -211,7 +211,7 @@ class ActionRunner:
         _, window, cooldown = self.settings.limits(spec)
         horizon = max(window, cooldown, DEDUP_HORIZON)
         runs = self.history.executions(request.action, horizon)
-        return history_guards(g, runs, self.clock(), alert_key(request.notification))
+        return history_guards(g, runs, self.clock(), alert_keys(g))
 
     # Running -------------------------------------------------------------------------
 
@@ -244,26 +244,30 @@ class ActionRunner:
                 return run.result
             return run.execute(spec)
 
-    @contextmanager
-    def _lock(self, action: str) -> Iterator[bool]:
-        """Single flight: a non-blocking exclusive flock per action, across processes."""
-        path = self.lock_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", action) + ".lock")
+    def _lock(self, action: str) -> AbstractContextManager[bool]:
+        return action_lock(self.lock_dir, action)
+
+
+@contextmanager
+def action_lock(lock_dir: Path, action: str) -> Iterator[bool]:
+    """Single flight: a non-blocking exclusive flock per action, across processes."""
+    path = lock_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", action) + ".lock")
+    try:
+        lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(
+            f"action lock {path}: {exc.strerror or exc} (check actions.lock_dir)"
+        ) from None
+    try:
         try:
-            self.lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise ConfigError(
-                f"action lock {path}: {exc.strerror or exc} (check actions.lock_dir)"
-            ) from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _free() -> GuardResult:
@@ -426,7 +430,7 @@ class _Run:
             params=self.preview.params,
             reason=self.request.reason,
             forced=self.request.force,
-            alert_key=alert_key(self.notification),
+            alert_keys=alert_keys(_input(self.request, spec, self.runner.settings)),
         )
         verified = self._run_step("execute", plan) and self._verify("verify", spec)
         elapsed = round(time.monotonic() - started, 3)

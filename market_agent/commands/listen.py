@@ -77,6 +77,7 @@ def listen(
     recorded; --auto-remediate lets allowed actions run. Analysis runs in a
     process of its own by default, so that it has a core to itself.
     """
+    from market_agent.actions.factory import reconcile_at_startup
     from market_agent.server import run_listener
 
     state = ctx.obj
@@ -97,6 +98,7 @@ def listen(
     )
     ctx.call_on_close(state.close)
     settings = state.settings
+    reconcile_at_startup(settings, state.audit_log)
     if settings.listen.analysis == "process":  # it builds its analyzer and remediator
         from market_agent.analysis_process import EngineSpec
 

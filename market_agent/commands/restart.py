@@ -41,6 +41,7 @@ def restart(
     blocked (also a --dry-run that would be blocked); 6 failed verification and
     rolled back; 7 failed and not recovered (escalated).
     """
+    from market_agent.actions.factory import reconcile_at_startup
     from market_agent.actions.runner import ActionRequest
     from market_agent.errors import AuditError
     from market_agent.render import stderr_console
@@ -54,6 +55,7 @@ def restart(
     if state.audit_log is None:
         raise AuditError("restart needs the audit log (circuit breaker, history): drop --no-audit")
     state.audit_log.check_writable()
+    reconcile_at_startup(state.settings, state.audit_log)
     if not yes:
         if not sys.stdin.isatty():
             _show(runner.refuse(request, "no terminal to confirm on and no --yes"), json_output)
