@@ -52,7 +52,7 @@ from market_agent.workers import Batch, Job, Observation, Workers, failure_recor
 
 if TYPE_CHECKING:
     from market_agent.app import AppState
-    from market_agent.config import Settings
+    from market_agent.settings import Settings
 
 log = logging.getLogger("market_agent.listen")
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         PrometheusClient,
         ServiceClient,
     )
-    from market_agent.config import Settings
+    from market_agent.settings import Settings
 
     ClientT = TypeVar("ClientT", bound=ServiceClient)
 
@@ -48,7 +48,7 @@ class AppState:
 
     @cached_property
     def settings(self) -> Settings:
-        from market_agent.config import load_settings
+        from market_agent.settings import load_settings
 
         return load_settings(self.config_path, self.overrides)
 

@@ -53,7 +53,7 @@ from market_agent.errors import AuditError, ConfigError
 from market_agent.redact import may_hold_secrets, redact_payload
 
 if TYPE_CHECKING:
-    from market_agent.config import AuditSettings
+    from market_agent.settings import AuditSettings
 
 GENESIS_HASH = "0" * 64
 RESERVED_FIELDS = frozenset({"seq", "ts", "kind", "prev_hash", "hash", "key_id"})

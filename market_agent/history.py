@@ -197,7 +197,7 @@ def raw_ts(line: bytes) -> str | None:
 
 def parse_time(value: str, *, now: datetime | None = None) -> str:
     """`2h`, `30m`, `7d` (ago), `2026-11-20` or an RFC 3339 time -> an audit `ts` string."""
-    from market_agent.actions.config import parse_duration
+    from market_agent.settings import parse_duration
 
     text = value.strip()
     now = now or datetime.now(UTC)

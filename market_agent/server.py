@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from market_agent.analysis.run import ContextProvider
     from market_agent.analysis_process import EngineSpec
     from market_agent.audit import AuditLog
-    from market_agent.config import ListenSettings, Settings
+    from market_agent.settings import ListenSettings, Settings
 
 log = logging.getLogger("market_agent.listen")
 

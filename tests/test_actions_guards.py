@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from market_agent.actions.config import ActionsSettings
 from market_agent.actions.notifiers import Delivery, Escalator
 from market_agent.actions.probes import AlertCheckUnavailable, Verifier
 from market_agent.actions.runner import ActionRequest, ActionRunner
 from market_agent.audit import AuditLog
 from market_agent.models import AlertSummary, Analysis, Notification
+from market_agent.settings import ActionsSettings
 
 STARTS = "2026-11-25T10:00:00Z"
 

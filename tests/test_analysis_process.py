@@ -19,8 +19,8 @@ import pytest
 
 from market_agent.analysis_process import MAX_CRASHES, EngineSpec
 from market_agent.audit import AuditLog
-from market_agent.config import load_settings
 from market_agent.listener import Listener
+from market_agent.settings import load_settings
 from tests.cli_helpers import run_cli
 from tests.helpers import ManagedProcess, free_port, wait_until
 from tests.test_listen_pipeline import FakeService, admit, make_notification

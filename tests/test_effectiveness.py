@@ -21,8 +21,8 @@ from market_agent.actions.effectiveness import (
 )
 from market_agent.analysis.factory import build_analysis_service
 from market_agent.audit import AuditLog, prepare
-from market_agent.config import load_settings
 from market_agent.inputs import read_source
+from market_agent.settings import load_settings
 from tests.cli_helpers import run_cli
 from tests.conftest import EXAMPLES
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from market_agent.config import ListenSettings, load_settings
+from market_agent.settings import ListenSettings, load_settings
 from tests.cli_helpers import run_cli
 from tests.conftest import EXAMPLES, ROOT
 

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from market_agent.actions.remediator import Remediator
     from market_agent.actions.runner import ActionRunner
     from market_agent.audit import AuditLog
-    from market_agent.config import Settings
+    from market_agent.settings import Settings
 
 
 def build_escalator(settings: Settings, audit: AuditLog | None) -> Escalator:
@@ -35,7 +35,7 @@ def build_runner(
         Verifier,
     )
     from market_agent.actions.runner import ActionRunner
-    from market_agent.config import default_state_dir
+    from market_agent.settings import default_state_dir
 
     actions = settings.actions
     state_dir = audit.path.parent if audit is not None else default_state_dir()

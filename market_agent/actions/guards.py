@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Literal
 from market_agent.analysis.base import is_managed
 
 if TYPE_CHECKING:
-    from market_agent.actions.config import ActionSpec, ActionsSettings
     from market_agent.models import Analysis, Notification
+    from market_agent.settings import ActionSpec, ActionsSettings
 
 Trigger = Literal["auto", "manual"]
 

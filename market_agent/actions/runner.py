@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from market_agent.actions.backends import Plan, UnsafeParameter, build_plan, run_plan
-from market_agent.actions.config import PLACEHOLDERS, ActionSpec
 from market_agent.actions.guards import (
     DEDUP_HORIZON,
     STATIC_GUARDS,
@@ -41,13 +40,14 @@ from market_agent.actions.guards import (
 from market_agent.actions.probes import AlertCheckUnavailable
 from market_agent.errors import ConfigError, ExitCode
 from market_agent.models import new_id
+from market_agent.settings import PLACEHOLDERS, ActionSpec
 
 if TYPE_CHECKING:
-    from market_agent.actions.config import ActionsSettings
     from market_agent.actions.notifiers import Escalator
     from market_agent.actions.probes import AlertChecker, Verifier
     from market_agent.audit import AuditLog
     from market_agent.models import Analysis, Notification
+    from market_agent.settings import ActionsSettings
 
 OUTCOME_EXIT = {
     "verified": ExitCode.OK,

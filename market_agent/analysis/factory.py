@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from market_agent.actions.config import ActionSpec, BackendSpec
 from market_agent.analysis.analyzer import AnalysisService
 from market_agent.analysis.base import BUILTIN_ACTIONS, Analyzer
 from market_agent.analysis.policy import ActionCatalog, ActionInfo
-from market_agent.config import Settings
+from market_agent.settings import ActionSpec, BackendSpec, Settings
 
 
 def build_analysis_service(settings: Settings, *, use_llm: bool = True) -> AnalysisService:
