@@ -147,7 +147,7 @@ class ActionHistory:
         self.clock = clock
 
     def executions(self, action: str, horizon: float) -> list[Execution]:
-        from market_agent.history import Query, epoch, format_ts, log_files, select
+        from market_agent.audit.query import Query, epoch, format_ts, log_files, select
 
         if self.audit_path is None:
             return []

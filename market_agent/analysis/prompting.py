@@ -34,7 +34,7 @@ MAX_RECOMMENDED = 5
 #: The tool (function_calling) or schema name.
 SCHEMA_NAME = "alert_verdict"
 
-#: What `context["effectiveness"]` (market_agent.actions.effectiveness) means.
+#: What `context["effectiveness"]` (market_agent.audit.effectiveness) means.
 EFFECTIVENESS_NOTE = (
     "`effectiveness` in the context is the restart history from market-agent's audit log: "
     "per alert name and action, attempts, verified successes, success_rate, "
