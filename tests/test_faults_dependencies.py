@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from market_agent.app import AppState
-from market_agent.listener import Listener
+from market_agent.listen.admission import Listener
 from market_agent.models import Notification
 from tests.helpers import free_port, start_predictor
 from tests.test_actions_guards import touch_action

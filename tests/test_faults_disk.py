@@ -26,7 +26,7 @@ import pytest
 import market_agent.audit.log
 from market_agent.audit import AuditLog
 from market_agent.errors import AuditError
-from market_agent.listener import Listener
+from market_agent.listen.admission import Listener
 from tests.helpers import wait_until
 from tests.test_fuzz_listen import LiveListener
 from tests.test_listen_pipeline import FakeService

@@ -77,7 +77,7 @@ def listen(
     recorded; --auto-remediate lets allowed actions run. Analysis runs in a
     process of its own by default, so that it has a core to itself.
     """
-    from market_agent.server import run_listener
+    from market_agent.listen.http import run_listener
 
     state = ctx.obj
     state.override(
@@ -98,7 +98,7 @@ def listen(
     ctx.call_on_close(state.close)
     settings = state.settings
     if settings.listen.analysis == "process":  # it builds its analyzer and remediator
-        from market_agent.analysis_process import EngineSpec
+        from market_agent.listen.child import EngineSpec
 
         engine = EngineSpec(settings, use_llm=not no_llm)
         run_listener(settings, state.audit_log, None, engine=engine)

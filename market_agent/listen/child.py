@@ -5,7 +5,7 @@ HTTP server and the journal left both at half speed. Here the listener's process
 keeps HTTP, validation and the journal; a child process (spawned, not forked: the
 listener has threads and open files) builds its own analysis service, context
 provider and remediator from the same settings and runs the same worker threads
-(`market_agent.workers`). The journal stays single-writer, in the parent:
+(`market_agent.listen.workers`). The journal stays single-writer, in the parent:
 
     parent -> child   ("jobs", generation, [(notification id, payload JSON), ...])
     child  -> parent  ("batch", batch id, [notification id, ...], [(kind, parts)],
@@ -47,8 +47,8 @@ import orjson
 
 from market_agent.audit import Prepared, prepare
 from market_agent.errors import ConfigError
+from market_agent.listen.workers import Batch, Job, Observation, Workers, failure_record
 from market_agent.models import new_id
-from market_agent.workers import Batch, Job, Observation, Workers, failure_record
 
 if TYPE_CHECKING:
     from market_agent.app import AppState
@@ -72,7 +72,7 @@ STOP_TIMEOUT = 5.0
 READY_TIMEOUT = 60.0
 #: How the analysis process starts: `python -c CHILD_COMMAND FD`.
 CHILD_COMMAND = (
-    "import sys; from market_agent.analysis_process import child_main; child_main(int(sys.argv[1]))"
+    "import sys; from market_agent.listen.child import child_main; child_main(int(sys.argv[1]))"
 )
 
 
@@ -434,7 +434,7 @@ def child_main(fd: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
     conn = Connection(fd)
     spec: EngineSpec = conn.recv()
-    from market_agent.logs import configure_logging
+    from market_agent.listen.logs import configure_logging
 
     options = spec.settings.listen
     configure_logging(options.log_format, options.log_level)
