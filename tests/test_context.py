@@ -11,8 +11,8 @@ from datetime import datetime
 import httpx
 import pytest
 
+from market_agent.analysis.live_context import METRICS, ContextGatherer, gather_context
 from market_agent.clients import PredictorClient, PrometheusClient, RetryPolicy
-from market_agent.context import METRICS, ContextGatherer, gather_context
 from market_agent.models import Notification
 from market_agent.settings import EndpointSettings
 from tests.cli_helpers import run_cli

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from market_agent.analysis.base import is_managed
+from market_agent.labels import is_managed
 
 if TYPE_CHECKING:
     from market_agent.models import Analysis, Notification

@@ -13,8 +13,8 @@ from string import Template
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from market_agent.analysis.base import is_managed
 from market_agent.analysis.severity import describe_severity_map
+from market_agent.labels import is_managed
 from market_agent.models import (
     MAX_DESCRIPTION_CHARS,
     MAX_STEP_CHARS,

@@ -51,8 +51,8 @@ from market_agent.listen.workers import Batch, Job, Observation, Workers, failur
 from market_agent.models import new_id
 
 if TYPE_CHECKING:
-    from market_agent.app import AppState
     from market_agent.settings import Settings
+    from market_agent.state import AppState
 
 log = logging.getLogger("market_agent.listen")
 
@@ -473,7 +473,7 @@ class _Child:
         self._batch_ids = itertools.count(1)
 
     def build(self, spec: EngineSpec) -> tuple[Workers, AppState]:
-        from market_agent.app import AppState
+        from market_agent.state import AppState
 
         state = AppState.of(spec.settings)
         service = state.analysis_service(use_llm=spec.use_llm)

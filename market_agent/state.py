@@ -103,7 +103,7 @@ class AppState:
         analysis = self.settings.analysis
         if not (analysis.context if enabled is None else enabled):
             return None
-        from market_agent.context import ContextGatherer
+        from market_agent.analysis.live_context import ContextGatherer
 
         return ContextGatherer(
             self.predictor_client(),
