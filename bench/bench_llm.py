@@ -63,7 +63,7 @@ def notification() -> object:
 
 def analyzer(url: str, timeout: float) -> object:
     from market_agent.analysis.llm import LLMAnalyzer
-    from market_agent.config import LLMSettings
+    from market_agent.settings import LLMSettings
 
     settings = LLMSettings(
         base_url=url, api_key="sk-bench-0123456789", timeout=timeout, requests_per_minute=10**6

@@ -132,7 +132,7 @@ def rows(path: Path, limit: int | None) -> Iterator[dict[str, Any]]:
 
 def build_services(args: argparse.Namespace) -> tuple[Any, Any]:
     from market_agent.analysis.factory import build_analysis_service
-    from market_agent.config import load_settings
+    from market_agent.settings import load_settings
 
     overrides = {
         "audit.enabled": False,

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from market_agent import __version__
-from market_agent.app import AppState
 from market_agent.commands.analyze import analyze
 from market_agent.commands.history import history_app
 from market_agent.commands.listen import listen
 from market_agent.commands.restart import restart
 from market_agent.commands.status import status
 from market_agent.errors import ExitCode
+from market_agent.state import AppState
 
 if TYPE_CHECKING:
     from typer._click.exceptions import ClickException

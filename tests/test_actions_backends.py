@@ -19,7 +19,7 @@ from market_agent.actions.backends import (
     run_plan,
     substitute,
 )
-from market_agent.actions.config import BackendSpec
+from market_agent.settings import BackendSpec
 
 INJECTIONS = [
     "; rm -rf /",

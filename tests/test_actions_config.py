@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from market_agent.actions.config import ActionsSettings, parse_duration
-from market_agent.config import load_settings
 from market_agent.errors import ConfigError
+from market_agent.settings import ActionsSettings, load_settings, parse_duration
 
 FULL = """
 [actions]

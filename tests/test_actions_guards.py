@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from market_agent.actions.config import ActionsSettings
 from market_agent.actions.guards import (
     DEDUP_HORIZON,
     ActionHistory,
@@ -29,8 +28,9 @@ from market_agent.actions.notifiers import Delivery, Escalator
 from market_agent.actions.probes import AlertCheckUnavailable, Verifier
 from market_agent.actions.runner import ActionRequest, ActionRunner
 from market_agent.audit import AuditLog
-from market_agent.history import format_ts
+from market_agent.audit.query import format_ts
 from market_agent.models import AlertSummary, Analysis, Notification
+from market_agent.settings import ActionsSettings
 
 STARTS = "2026-11-25T10:00:00Z"
 

@@ -9,7 +9,6 @@ import httpx
 import pytest
 from pytest_httpx import HTTPXMock
 
-from market_agent.actions.config import NotifierSettings
 from market_agent.actions.notifiers import (
     Escalator,
     SlackNotifier,
@@ -17,6 +16,7 @@ from market_agent.actions.notifiers import (
     build_notifiers,
 )
 from market_agent.audit import AuditLog
+from market_agent.settings import NotifierSettings
 
 URL = "https://hooks.example/T000/B000/secretpart"
 

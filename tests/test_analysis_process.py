@@ -19,12 +19,13 @@ from typing import Any
 import httpx
 import pytest
 
-from market_agent import analysis_messages as messages
-from market_agent.analysis_process import MAX_CRASHES, EngineSpec
 from market_agent.audit import AuditLog
-from market_agent.config import load_settings
 from market_agent.errors import ConfigError
-from market_agent.listener import Listener
+from market_agent.listen import messages
+from market_agent.listen.admission import Listener
+from market_agent.listen.child import MAX_CRASHES
+from market_agent.listen.messages import EngineSpec
+from market_agent.settings import load_settings
 from tests.cli_helpers import run_cli
 from tests.helpers import ManagedProcess, free_port, wait_until
 from tests.test_listen_pipeline import FakeService, admit, make_notification
@@ -236,7 +237,7 @@ def test_an_analysis_process_that_fails_to_start_is_retried_without_blaming_the_
 ):
     """Jobs go only to a ready child: starts that fail (here, twice) hold none, so they
     neither count towards a job's deaths nor lose it."""
-    from market_agent import analysis_process
+    from market_agent.listen import child as analysis_process
 
     path = tmp_path / "audit.jsonl"
     slow = {"llm.base_url": silent_llm, "llm.timeout": 1.0, "llm.max_retries": 0}
@@ -258,7 +259,7 @@ def test_an_analysis_process_that_fails_to_start_is_retried_without_blaming_the_
 @pytest.mark.slow
 def test_a_payload_the_analysis_process_cannot_read_is_recorded_as_failed(tmp_path, started):
     """Never expected (the listener validated it), but never a stuck job either."""
-    from market_agent.workers import Job
+    from market_agent.listen.workers import Job
 
     path = tmp_path / "audit.jsonl"
     listener = start(started, path, spec_for(path))
@@ -272,8 +273,8 @@ def test_a_payload_the_analysis_process_cannot_read_is_recorded_as_failed(tmp_pa
 
 @pytest.mark.slow
 def test_an_analysis_process_that_never_gets_ready_is_a_start_up_error(tmp_path, monkeypatch):
-    from market_agent import analysis_process
     from market_agent.errors import ConfigError
+    from market_agent.listen import child as analysis_process
 
     monkeypatch.setattr(analysis_process, "CHILD_COMMAND", "import time; time.sleep(60)")
     monkeypatch.setattr(analysis_process, "READY_TIMEOUT", 0.5)
@@ -295,7 +296,7 @@ def test_an_analysis_process_that_never_gets_ready_is_a_start_up_error(tmp_path,
 FAKE_CHILD = """\
 import os, sys
 from multiprocessing.connection import Connection
-from market_agent.analysis_messages import Ready, encode, receive
+from market_agent.listen.messages import Ready, encode, receive
 conn = Connection(int(sys.argv[1]))
 receive(conn)
 for message in [MESSAGES]:
@@ -418,7 +419,7 @@ def test_the_analysis_process_stops_reading_at_a_message_it_does_not_know(caplog
     """Its jobs then go to a new analysis process, as when it dies."""
     from multiprocessing import Pipe
 
-    from market_agent.analysis_process import _Child
+    from market_agent.listen.child import _Child
 
     listener_end, child_end = Pipe()
     child = _Child(child_end)

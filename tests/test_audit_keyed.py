@@ -10,7 +10,7 @@ import pytest
 
 from market_agent.audit import AuditLog, load_key
 from market_agent.errors import ConfigError
-from market_agent.metrics import ListenMetrics
+from market_agent.listen.metrics import ListenMetrics
 from tests.cli_helpers import Result, run_cli
 
 SECRET = b"a-secret-of-32-bytes-for-tests!!"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from market_agent.audit import AuditLog
-from market_agent.history import log_files, verify_files
+from market_agent.audit.query import log_files, verify_files
 from tests.cli_helpers import run_cli
 
 

@@ -15,7 +15,7 @@ from market_agent.clients import (
     Matcher,
     RetryPolicy,
 )
-from market_agent.config import EndpointSettings
+from market_agent.settings import EndpointSettings
 
 URL = "http://alertmanager.test:9093"
 ALERTS = re.compile(re.escape(f"{URL}/api/v2/alerts") + ".*")

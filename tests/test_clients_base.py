@@ -22,8 +22,8 @@ from market_agent.clients import (
     ServiceClient,
     run_concurrently,
 )
-from market_agent.config import EndpointSettings
 from market_agent.errors import ConfigError, ExitCode, ServiceError
+from market_agent.settings import EndpointSettings
 
 URL = "http://svc.test:8000"
 FAST = RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.02, jitter=0)

@@ -12,7 +12,7 @@ from market_agent.clients import (
     predictor_query,
     scrape_labels,
 )
-from market_agent.config import EndpointSettings
+from market_agent.settings import EndpointSettings
 
 URL = "http://predictor.test:8000"
 

@@ -17,8 +17,8 @@ from market_agent.clients import (
     RetryPolicy,
     label_selector,
 )
-from market_agent.config import EndpointSettings
 from market_agent.errors import ConfigError
+from market_agent.settings import EndpointSettings
 
 URL = "http://prometheus.test:9090"
 QUERY = re.compile(re.escape(f"{URL}/api/v1/query?") + ".*")

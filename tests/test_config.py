@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from market_agent.config import load_settings
 from market_agent.errors import ConfigError
+from market_agent.settings import load_settings
 from tests.cli_helpers import run_cli
 from tests.conftest import EXAMPLES
 

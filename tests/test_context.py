@@ -11,10 +11,10 @@ from datetime import datetime
 import httpx
 import pytest
 
+from market_agent.analysis.live_context import METRICS, ContextGatherer, gather_context
 from market_agent.clients import PredictorClient, PrometheusClient, RetryPolicy
-from market_agent.config import EndpointSettings
-from market_agent.context import METRICS, ContextGatherer, gather_context
 from market_agent.models import Notification
+from market_agent.settings import EndpointSettings
 from tests.cli_helpers import run_cli
 
 PREDICTOR, PROMETHEUS = "http://predictor.test:8000", "http://prometheus.test:9090"

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from market_agent.analysis.live_context import gather_context
 from market_agent.clients import PredictorClient, PrometheusClient
-from market_agent.config import EndpointSettings
-from market_agent.context import gather_context
 from market_agent.models import Notification
+from market_agent.settings import EndpointSettings
 from tests.cli_helpers import run_cli
 from tests.helpers import (
     ManagedProcess,

@@ -8,21 +8,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from market_agent.actions.effectiveness import (
+from market_agent.analysis.factory import WithEffectiveness, build_analysis_service
+from market_agent.audit import AuditLog, prepare
+from market_agent.audit.effectiveness import (
     Accumulator,
     EffectivenessTracker,
-    WithEffectiveness,
     compute,
     events_in,
     extract,
 )
-from market_agent.analysis.factory import build_analysis_service
-from market_agent.audit import AuditLog, prepare
-from market_agent.config import load_settings
 from market_agent.inputs import read_source
+from market_agent.settings import load_settings
 from tests.cli_helpers import run_cli
 from tests.conftest import EXAMPLES
 
@@ -58,8 +58,11 @@ def test_attempts_successes_rate_and_median(tmp_path: Path) -> None:
     assert rows["PredictorHighLatency", "restart"].attempts == 1
 
 
-def test_time_to_recover_counts_the_resolved_notification(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "audit.jsonl", fsync=False)
+@pytest.mark.parametrize("key", [None, b"k" * 32], ids=["plain", "keyed"])
+def test_time_to_recover_counts_the_resolved_notification(
+    tmp_path: Path, key: bytes | None
+) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", fsync=False, key=key)
     failed = result(log, "failed", elapsed_s=1.0)
     time.sleep(0.05)
     log.append("notification", {"id": "n", "status": "resolved", "alertnames": ["PredictorDown"]})
@@ -209,7 +212,7 @@ def test_llm_prompt_carries_the_figures_inside_the_fence() -> None:
 def test_parallel_parts_merge_to_the_sequential_answer(tmp_path: Path, monkeypatch: Any) -> None:
     import random
 
-    import market_agent.history as history
+    import market_agent.audit.query as history
 
     rng = random.Random(7)
     log = AuditLog(tmp_path / "audit.jsonl", fsync=False)

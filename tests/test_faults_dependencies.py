@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import pytest
 
-from market_agent.app import AppState
-from market_agent.listener import Listener
+from market_agent.listen.admission import Listener
 from market_agent.models import Notification
+from market_agent.state import AppState
 from tests.helpers import free_port, start_predictor
 from tests.test_actions_guards import touch_action
 from tests.test_clients_alertmanager import real_alertmanager  # noqa: F401 - a fixture

@@ -5,7 +5,7 @@ retries it), a write torn by a full disk leaves no partial record once the next
 append succeeds, the hash chain still verifies, and notifications are accepted again
 as soon as the audit log can be written.
 
-The full disk is simulated where the kernel shows it: `os.write` as `market_agent.audit`
+The full disk is simulated where the kernel shows it: `os.write` as `market_agent.audit.log`
 sees it writes part of the bytes, then fails with ENOSPC. Root ignores permission bits,
 so the unwritable audit log is a directory that became a file.
 """
@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-import market_agent.audit
+import market_agent.audit.log
 from market_agent.audit import AuditLog
 from market_agent.errors import AuditError
-from market_agent.listener import Listener
+from market_agent.listen.admission import Listener
 from tests.helpers import wait_until
 from tests.test_fuzz_listen import LiveListener
 from tests.test_listen_pipeline import FakeService
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 
 
 class FullDisk:
-    """`market_agent.audit`'s view of `os`: while full, a write whose bytes contain
+    """`market_agent.audit.log`'s view of `os`: while full, a write whose bytes contain
     `when` writes the first half of them, then fails with ENOSPC."""
 
     def __init__(self) -> None:
@@ -69,7 +69,7 @@ class FullDisk:
 @pytest.fixture
 def disk(monkeypatch: pytest.MonkeyPatch) -> FullDisk:
     fake = FullDisk()
-    monkeypatch.setattr(market_agent.audit, "os", fake)
+    monkeypatch.setattr(market_agent.audit.log, "os", fake)
     return fake
 
 

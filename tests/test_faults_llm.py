@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from market_agent.app import AppState
-from market_agent.listener import Listener
+from market_agent.listen.admission import Listener
+from market_agent.state import AppState
 from tests.helpers import free_port
 from tests.test_listen_pipeline import admit, make_notification, records
 from tests.test_llm import completion

@@ -22,10 +22,10 @@ from hypothesis import strategies as st
 
 from market_agent.analysis.factory import build_analysis_service
 from market_agent.audit import AuditLog
-from market_agent.config import load_settings
 from market_agent.inputs import MAX_DEPTH, deeper_than, has_lone_surrogate
-from market_agent.listener import Listener
-from market_agent.server import WebhookApp, bind_socket
+from market_agent.listen.admission import Listener
+from market_agent.listen.http import WebhookApp, bind_socket
+from market_agent.settings import load_settings
 from tests.test_fuzz_analyze import notification, odd_text
 
 TOKEN = "fuzz-token-0123456789"

@@ -20,10 +20,10 @@ import pytest
 from pydantic import ValidationError
 
 from market_agent.audit import AuditLog
-from market_agent.config import ListenSettings
-from market_agent.connections import ConnectionLimits, bounded_server
-from market_agent.listener import Listener
-from market_agent.server import WebhookApp, bind_socket
+from market_agent.listen.admission import Listener
+from market_agent.listen.connections import ConnectionLimits, bounded_server
+from market_agent.listen.http import WebhookApp, bind_socket
+from market_agent.settings import ListenSettings
 from tests.helpers import ManagedProcess, free_port
 from tests.test_listen_pipeline import FakeService
 

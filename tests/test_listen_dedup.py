@@ -9,7 +9,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
-from market_agent.listener import DedupIndex, alert_keys
+from market_agent.listen.admission import DedupIndex, alert_keys
 from market_agent.models import Notification
 
 

@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from market_agent.audit import AuditLog
-from market_agent.listener import Listener, _describe, webhook_record
-from market_agent.logs import MAX_LOG_MESSAGE, configure_logging
-from market_agent.workers import Job
+from market_agent.listen.admission import Listener, _describe, webhook_record
+from market_agent.listen.logs import MAX_LOG_MESSAGE, configure_logging
+from market_agent.listen.workers import Job
 from tests.helpers import wait_until
 from tests.hostile_inputs import hostile_inputs, valid_body
 from tests.test_analysis_process import spec_for
@@ -166,7 +166,7 @@ def test_readyz_reports_starting_before_start(tmp_path):
 
 @pytest.mark.slow
 def test_readyz_reports_a_dead_analysis_process(tmp_path, started, monkeypatch):
-    from market_agent import analysis_process
+    from market_agent.listen import child as analysis_process
 
     monkeypatch.setattr(analysis_process, "RESTART_DELAYS", (3.0,))
     path = tmp_path / "audit.jsonl"

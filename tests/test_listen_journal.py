@@ -12,8 +12,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from market_agent.audit import RESERVED_FIELDS, AuditLog, prepare
-from market_agent.listener import Journal, Listener
-from market_agent.metrics import ListenMetrics
+from market_agent.listen.admission import Listener
+from market_agent.listen.journal import Journal
+from market_agent.listen.metrics import ListenMetrics
 from market_agent.models import Notification
 from tests.test_listen_pipeline import (
     FakeService,

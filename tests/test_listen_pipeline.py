@@ -14,8 +14,8 @@ import pytest
 
 from market_agent.audit import AuditLog
 from market_agent.errors import AuditError, ConfigError
-from market_agent.listener import DedupIndex, Listener, QueueFull, alert_keys
-from market_agent.metrics import ListenMetrics
+from market_agent.listen.admission import DedupIndex, Listener, QueueFull, alert_keys
+from market_agent.listen.metrics import ListenMetrics
 from market_agent.models import (
     AlertSummary,
     Analysis,

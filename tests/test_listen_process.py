@@ -244,7 +244,7 @@ def test_listen_help_does_not_import_the_server_stack():
 
     code = (
         "import sys; from market_agent.cli import run; run(['listen', '--help']); "
-        "bad = {'uvicorn', 'prometheus_client', 'market_agent.server'} & set(sys.modules); "
+        "bad = {'uvicorn', 'prometheus_client', 'market_agent.listen.http'} & set(sys.modules); "
         "sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)

@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from market_agent.audit import AuditLog
-from market_agent.config import ListenSettings
 from market_agent.errors import ConfigError
-from market_agent.listener import Listener
-from market_agent.server import WebhookApp, bind_socket, check_auth, is_loopback
+from market_agent.listen.admission import Listener
+from market_agent.listen.http import WebhookApp, bind_socket, check_auth, is_loopback
+from market_agent.settings import ListenSettings
 from tests.test_listen_pipeline import FakeService
 
 TOKEN = "t0ken-for-tests-4f9a"

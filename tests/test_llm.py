@@ -12,9 +12,9 @@ from market_agent.analysis.analyzer import AnalysisService
 from market_agent.analysis.factory import build_analysis_service
 from market_agent.analysis.llm import LLMAnalyzer, LLMFailure, build_user_prompt
 from market_agent.analysis.rules import RuleAnalyzer
-from market_agent.config import LLMSettings, load_settings
 from market_agent.inputs import read_source
 from market_agent.models import Notification
+from market_agent.settings import LLMSettings, load_settings
 from tests.cli_helpers import run_cli
 from tests.conftest import EXAMPLES
 

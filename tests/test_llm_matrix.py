@@ -14,9 +14,9 @@ import pytest
 
 from market_agent.analysis.analyzer import AnalysisService
 from market_agent.analysis.factory import build_analysis_service
-from market_agent.config import load_settings
 from market_agent.inputs import read_source
 from market_agent.models import MAX_DESCRIPTION_CHARS, TRUNCATED, Analysis, Notification
+from market_agent.settings import load_settings
 from tests.conftest import EXAMPLES
 from tests.helpers.scripted_llm import Answer, Hang, ScriptedLLM, Status, Step, Trickle
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from market_agent.config import ListenSettings, load_settings
+from market_agent.settings import ListenSettings, load_settings
 from tests.cli_helpers import run_cli
 from tests.conftest import EXAMPLES, ROOT
 
@@ -17,9 +17,9 @@ PACKAGE = ROOT / "market_agent"
 
 
 def test_webhook_token_is_compared_in_constant_time(monkeypatch, tmp_path: Path) -> None:
-    from market_agent import server
     from market_agent.audit import AuditLog
-    from market_agent.listener import Listener
+    from market_agent.listen import http as server
+    from market_agent.listen.admission import Listener
     from tests.test_listen_pipeline import FakeService
 
     calls: list[tuple[bytes, bytes]] = []

@@ -413,7 +413,7 @@ def status_json_with_config(config: Path) -> tuple[int, dict]:
 
 
 def test_last_analysis_is_found_far_back_in_a_big_log(tmp_path):
-    from market_agent.status import last_analysis
+    from market_agent.health import last_analysis
 
     audit = tmp_path / "audit.jsonl"
     analysis = {"kind": "analysis", "id": "old", "severity": "low", "alerts": []}
@@ -502,7 +502,7 @@ def _silent_port(stack: ExitStack) -> int:
 
 
 def _point_at(monkeypatch, ports: dict[str, int], timeout: float = 1.0) -> None:
-    import market_agent.status  # noqa: F401 - time the probes, not a first import
+    import market_agent.health  # noqa: F401 - time the probes, not a first import
 
     for name, port in ports.items():
         monkeypatch.setenv(f"MARKET_AGENT_{name}__URL", f"http://127.0.0.1:{port}")
@@ -564,7 +564,7 @@ def test_help_does_not_import_the_http_stack():
         "import sys\n"
         "from market_agent.cli import run\n"
         "run(['status', '--help'])\n"
-        "print(sorted(m for m in ('httpx', 'tenacity', 'market_agent.status') if m in sys.modules))"
+        "print(sorted(m for m in ('httpx', 'tenacity', 'market_agent.health') if m in sys.modules))"
     )
     completed = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
@@ -574,7 +574,7 @@ def test_help_does_not_import_the_http_stack():
 
 
 def test_clients_are_built_once_per_invocation_and_closed(monkeypatch):
-    from market_agent.app import AppState
+    from market_agent.state import AppState
 
     monkeypatch.setenv("MARKET_AGENT_PROMETHEUS__TIMEOUT", "2.5")
     state = AppState()

@@ -2,5 +2,5 @@
 
 guards -> execute -> verify -> (on failure) rollback -> verify -> escalate; every
 step is an audit record linked by an action id. Submodules import lazily: this
-package is imported by `market_agent.config` and must stay light.
+package must stay light to import.
 """

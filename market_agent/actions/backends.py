@@ -1,7 +1,7 @@
 """How an action is carried out: backends turn a spec into a plan of argv or HTTP steps.
 
 Nothing here ever uses a shell. Placeholders come from a fixed set
-(`market_agent.actions.config.PLACEHOLDERS`), and every substituted value must
+(`market_agent.settings.PLACEHOLDERS`), and every substituted value must
 match `SAFE_VALUE`: letters, digits and ``. _ : / @ -``, not starting with ``-``
 (so a label value can be neither shell syntax nor a command-line option).
 """
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from market_agent.actions.config import PLACEHOLDER, BackendSpec
 from market_agent.redact import redact_text
+from market_agent.settings import PLACEHOLDER, BackendSpec
 
 SAFE_VALUE = re.compile(r"[A-Za-z0-9._:/@][A-Za-z0-9._:/@-]{0,252}")
 #: Environment variables passed through to commands; everything else is dropped.

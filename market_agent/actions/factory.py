@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from market_agent.settings import default_state_dir
+
 if TYPE_CHECKING:
     from market_agent.actions.notifiers import Escalator
     from market_agent.actions.remediator import Remediator
     from market_agent.actions.runner import ActionRunner
     from market_agent.audit import AuditLog
-    from market_agent.config import Settings
+    from market_agent.settings import Settings
 
 
 def build_escalator(settings: Settings, audit: AuditLog | None) -> Escalator:
@@ -57,8 +59,6 @@ def build_remediator(runner: ActionRunner) -> Remediator:
 
 def action_lock_dir(settings: Settings, audit: AuditLog | None) -> Path:
     """`actions.lock_dir`, by default `locks/` beside the audit log."""
-    from market_agent.config import default_state_dir
-
     state_dir = audit.path.parent if audit is not None else default_state_dir()
     return (settings.actions.lock_dir or state_dir / "locks").expanduser()
 

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from market_agent.analysis.base import is_managed
+from market_agent.labels import is_managed
 
 if TYPE_CHECKING:
-    from market_agent.actions.config import ActionSpec, ActionsSettings
     from market_agent.models import Alert, Analysis, Notification
+    from market_agent.settings import ActionSpec, ActionsSettings
 
 Trigger = Literal["auto", "manual"]
 
@@ -158,7 +158,7 @@ class ActionHistory:
         self.clock = clock
 
     def executions(self, action: str, horizon: float) -> list[Execution]:
-        from market_agent.history import Query, epoch, format_ts, log_files, select
+        from market_agent.audit.query import Query, epoch, format_ts, log_files, select
 
         if self.audit_path is None:
             return []

@@ -17,8 +17,8 @@ from market_agent.models import new_id
 from market_agent.redact import redact_text
 
 if TYPE_CHECKING:
-    from market_agent.actions.config import NotifierSettings
     from market_agent.audit import AuditLog
+    from market_agent.settings import NotifierSettings
 
 #: Why an escalation happened (the `reason` field of records and events).
 REASONS = (

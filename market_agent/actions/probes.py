@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from market_agent.errors import MarketAgentError
 
 if TYPE_CHECKING:
-    from market_agent.actions.config import ActionSpec
     from market_agent.models import Alert
+    from market_agent.settings import ActionSpec
 
 
 class HealthCheck(Protocol):

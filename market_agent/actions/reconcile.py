@@ -48,7 +48,7 @@ class Unfinished:
 
 def unfinished_runs(audit_path: Path) -> list[Unfinished]:
     """Runs started but never given a result, oldest first."""
-    from market_agent.history import Query, log_files, select
+    from market_agent.audit.query import Query, log_files, select
 
     finished: set[str] = set()
     last_step: dict[str, str] = {}

@@ -16,7 +16,6 @@ Escalations are separate ``escalation`` records with the same ids.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import time
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from market_agent.actions.backends import Plan, UnsafeParameter, build_plan, run_plan
-from market_agent.actions.config import PLACEHOLDERS, ActionSpec
 from market_agent.actions.guards import (
     DEDUP_HORIZON,
     STATIC_GUARDS,
@@ -40,14 +38,16 @@ from market_agent.actions.guards import (
 )
 from market_agent.actions.probes import AlertCheckUnavailable
 from market_agent.errors import ConfigError, ExitCode
+from market_agent.locks import try_flock
 from market_agent.models import new_id
+from market_agent.settings import PLACEHOLDERS, ActionSpec
 
 if TYPE_CHECKING:
-    from market_agent.actions.config import ActionsSettings
     from market_agent.actions.notifiers import Escalator
     from market_agent.actions.probes import AlertChecker, Verifier
     from market_agent.audit import AuditLog
     from market_agent.models import Analysis, Notification
+    from market_agent.settings import ActionsSettings
 
 OUTCOME_EXIT = {
     "verified": ExitCode.OK,
@@ -254,17 +254,15 @@ def action_lock(lock_dir: Path, action: str) -> Iterator[bool]:
     path = lock_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", action) + ".lock")
     try:
         lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = try_flock(path)
     except OSError as exc:
         raise ConfigError(
             f"action lock {path}: {exc.strerror or exc} (check actions.lock_dir)"
         ) from None
+    if fd is None:
+        yield False
+        return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
         yield True
     finally:
         os.close(fd)

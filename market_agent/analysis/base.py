@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -12,7 +12,7 @@ from market_agent.models import Notification, Usage, Verdict
 #: Actions an analyzer may propose out of the box; configured actions extend it.
 BUILTIN_ACTIONS = ("restart", "escalate", "none")
 
-__all__ = ["BUILTIN_ACTIONS", "Analyzer", "Judgement", "is_managed", "severity_from_label"]
+__all__ = ["BUILTIN_ACTIONS", "Analyzer", "Judgement", "severity_from_label"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +31,3 @@ class Analyzer(Protocol):
     name: str
 
     def judge(self, notification: Notification, context: Mapping[str, Any]) -> Judgement: ...
-
-
-def is_managed(labels: Mapping[str, str], matchers: Sequence[Mapping[str, str]]) -> bool:
-    """True when all labels of any one matcher equal the alert's labels."""
-    return any(
-        matcher and all(labels.get(k) == v for k, v in matcher.items()) for matcher in matchers
-    )

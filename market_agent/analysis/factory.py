@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
-from market_agent.actions.config import ActionSpec, BackendSpec
 from market_agent.analysis.analyzer import AnalysisService
-from market_agent.analysis.base import BUILTIN_ACTIONS, Analyzer
+from market_agent.analysis.base import BUILTIN_ACTIONS, Analyzer, Judgement
 from market_agent.analysis.policy import ActionCatalog, ActionInfo
-from market_agent.config import Settings
+from market_agent.audit.effectiveness import EffectivenessTracker
+from market_agent.models import Notification
+from market_agent.settings import ActionSpec, BackendSpec, Settings
+
+log = logging.getLogger("market_agent.actions")
 
 
 def build_analysis_service(settings: Settings, *, use_llm: bool = True) -> AnalysisService:
@@ -35,13 +40,34 @@ def build_analysis_service(settings: Settings, *, use_llm: bool = True) -> Analy
 
 def _with_effectiveness(settings: Settings) -> Callable[[Analyzer], Analyzer]:
     """Give every analyzer what the audit log learnt about past actions on these alerts
-    (`context["effectiveness"]`, see `market_agent.actions.effectiveness`)."""
+    (`context["effectiveness"]`, see `market_agent.audit.effectiveness`)."""
     if not settings.audit.enabled:
         return lambda analyzer: analyzer
-    from market_agent.actions.effectiveness import EffectivenessTracker, WithEffectiveness
-
     tracker = EffectivenessTracker(settings.audit.path.expanduser())
     return lambda analyzer: WithEffectiveness(analyzer, tracker)
+
+
+class WithEffectiveness:
+    """An `Analyzer` that adds `context["effectiveness"]` for the alerts it judges."""
+
+    def __init__(self, inner: Analyzer, tracker: EffectivenessTracker) -> None:
+        self.inner = inner
+        self.tracker = tracker
+        self.name = inner.name
+
+    def judge(self, notification: Notification, context: Mapping[str, Any]) -> Judgement:
+        if "effectiveness" not in context:
+            try:
+                figures = self.tracker.figures(alert.name for alert in notification.alerts)
+            except Exception as exc:  # history is a help, never a reason not to analyse
+                log.warning("action history unavailable: %s", exc)
+                figures = {}
+            if figures:
+                context = {**context, "effectiveness": figures}
+        return self.inner.judge(notification, context)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def allowed_actions(settings: Settings) -> tuple[str, ...]:

@@ -33,7 +33,6 @@ from market_agent.analysis.prompting import (
     system_prompt,
     verdict_schema,
 )
-from market_agent.config import LLMSettings
 from market_agent.models import (
     MAX_DESCRIPTION_CHARS,
     MAX_STEP_CHARS,
@@ -43,6 +42,7 @@ from market_agent.models import (
     bounded_text,
 )
 from market_agent.redact import redact_text
+from market_agent.settings import LLMSettings
 
 __all__ = [
     "EFFECTIVENESS_NOTE",

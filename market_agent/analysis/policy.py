@@ -18,8 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from market_agent.analysis.base import is_managed
 from market_agent.analysis.severity import severity_from_label
+from market_agent.labels import is_managed
 from market_agent.models import Alert, Notification, PolicyOverride, Severity, Verdict
 
 

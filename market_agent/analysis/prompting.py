@@ -13,8 +13,8 @@ from string import Template
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from market_agent.analysis.base import is_managed
 from market_agent.analysis.severity import describe_severity_map
+from market_agent.labels import is_managed
 from market_agent.models import (
     MAX_DESCRIPTION_CHARS,
     MAX_STEP_CHARS,
@@ -34,7 +34,7 @@ MAX_RECOMMENDED = 5
 #: The tool (function_calling) or schema name.
 SCHEMA_NAME = "alert_verdict"
 
-#: What `context["effectiveness"]` (market_agent.actions.effectiveness) means.
+#: What `context["effectiveness"]` (market_agent.audit.effectiveness) means.
 EFFECTIVENESS_NOTE = (
     "`effectiveness` in the context is the restart history from market-agent's audit log: "
     "per alert name and action, attempts, verified successes, success_rate, "

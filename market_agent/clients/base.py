@@ -31,9 +31,9 @@ from tenacity import (
 )
 
 from market_agent import __version__
-from market_agent.config import EndpointSettings
 from market_agent.errors import ConfigError, ServiceError
 from market_agent.redact import redact_text
+from market_agent.settings import EndpointSettings
 
 T = TypeVar("T")
 

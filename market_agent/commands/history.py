@@ -12,8 +12,8 @@ import typer
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from market_agent.actions.effectiveness import Stat
-    from market_agent.history import FileVerdict
+    from market_agent.audit.effectiveness import Stat
+    from market_agent.audit.query import FileVerdict
 
 Summary = dict[str, Any]
 
@@ -33,7 +33,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="JSON Lines output.")]
 
 
 def _audit_files(ctx: typer.Context) -> list[Path]:
-    from market_agent.history import log_files
+    from market_agent.audit.query import log_files
 
     return log_files(ctx.obj.settings.audit.path.expanduser())
 
@@ -67,7 +67,7 @@ def history(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from market_agent.history import Query, parse_time, select
+    from market_agent.audit.query import Query, parse_time, select
 
     query = Query(
         kinds=frozenset(kind or ()),
@@ -86,8 +86,8 @@ def history(
 @history_app.command("stats")
 def stats(ctx: typer.Context, since: SinceOpt = None, json_output: JsonOpt = False) -> None:
     """Action effectiveness per (alertname, action): attempts, successes, time to recover."""
-    from market_agent.actions.effectiveness import compute
-    from market_agent.history import parse_time
+    from market_agent.audit.effectiveness import compute
+    from market_agent.audit.query import parse_time
     from market_agent.render import json_lines
 
     rows = compute(_audit_files(ctx), parse_time(since) if since else None)
@@ -104,7 +104,7 @@ def show(
     json_output: JsonOpt = False,
 ) -> None:
     """One action with its whole chain: notification, analysis, guards, steps, escalations."""
-    from market_agent.history import action_chain
+    from market_agent.audit.query import action_chain
 
     chain = action_chain(_audit_files(ctx), action_id)
     if json_output:
@@ -133,8 +133,8 @@ def verify(
     With audit.key_file set, keyed records are authenticated (HMAC-SHA256).
     """
     from market_agent.audit import load_key
+    from market_agent.audit.query import verify_files
     from market_agent.errors import ExitCode
-    from market_agent.history import verify_files
     from market_agent.render import error, json_line
 
     settings = ctx.obj.settings.audit
@@ -186,7 +186,7 @@ def _verify_summary(verdicts: list[FileVerdict], bad: FileVerdict | None, keyed:
 
 
 def _find_head(files: list[Path], verdicts: list[FileVerdict], digest: str) -> Summary:
-    from market_agent.history import locate_hash
+    from market_agent.audit.query import locate_hash
 
     found = locate_hash(files, digest)
     if found is None:
@@ -270,7 +270,7 @@ def _link(record: dict[str, Any]) -> str:
 def records_table(records: Iterable[dict[str, Any]]) -> RenderableType:
     from rich.table import Table
 
-    from market_agent.history import alertnames_of
+    from market_agent.audit.query import alertnames_of
 
     table = Table(show_edge=False, pad_edge=False)
     for column in ("seq", "time (UTC)", "kind", "alerts", "id", "summary"):

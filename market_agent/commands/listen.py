@@ -78,7 +78,7 @@ def listen(
     process of its own by default, so that it has a core to itself.
     """
     from market_agent.actions.factory import reconcile_at_startup
-    from market_agent.server import run_listener
+    from market_agent.listen.http import run_listener
 
     state = ctx.obj
     state.override(
@@ -100,7 +100,7 @@ def listen(
     settings = state.settings
     reconcile_at_startup(settings, state.audit_log)
     if settings.listen.analysis == "process":  # it builds its analyzer and remediator
-        from market_agent.analysis_process import EngineSpec
+        from market_agent.listen.messages import EngineSpec
 
         engine = EngineSpec(settings, use_llm=not no_llm)
         run_listener(settings, state.audit_log, None, engine=engine)

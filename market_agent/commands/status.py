@@ -13,7 +13,7 @@ import typer
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from market_agent.status import StatusReport
+    from market_agent.health import StatusReport
 
 STATE_STYLE = {
     "healthy": "green",
@@ -46,7 +46,7 @@ def status(
     unreachable (also the last state when --watch is stopped), 2 on a
     configuration error.
     """
-    from market_agent.status import collect_status
+    from market_agent.health import collect_status
 
     state = ctx.obj
     ctx.call_on_close(state.close)

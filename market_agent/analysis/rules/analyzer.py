@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from market_agent.analysis.base import Judgement
@@ -10,6 +10,7 @@ from market_agent.analysis.rules import adjust, scoring, wording
 from market_agent.analysis.rules.scoring import AVAILABILITY, CRITICAL, Evidence, Finding
 from market_agent.analysis.rules.table import load_rule_table
 from market_agent.errors import ConfigError
+from market_agent.labels import is_managed
 from market_agent.models import Alert, Notification, Verdict
 
 # Validates exactly as `Verdict(...)` does, without BaseModel's Python-level __init__.
@@ -42,7 +43,7 @@ class RuleAnalyzer:
     ) -> None:
         self.table = load_rule_table(extra_rules)
         self.restart_action = restart_action
-        self._managed = tuple(tuple(matcher.items()) for matcher in managed_service)
+        self._managed = tuple(dict(matcher) for matcher in managed_service)
         if not all(self._managed):
             raise ConfigError("managed_service: every label matcher must name at least one label")
 
@@ -71,7 +72,7 @@ class RuleAnalyzer:
     def _evidence(self, alert: Alert) -> Evidence:
         table = self.table
         scores, matched, named, restartable = table.matcher.votes(alert)
-        managed = _matches_any(alert.labels, self._managed)
+        managed = is_managed(alert.labels, self._managed)
         severity = table.severity_of(alert)
         return Evidence(alert, severity, managed, scores, matched, named, restartable)
 
@@ -104,14 +105,3 @@ class RuleAnalyzer:
             ineffective = "restart_ineffective" in finding.situations
             return "escalate" if ineffective else self.restart_action
         return "escalate" if finding.severity is CRITICAL else "none"
-
-
-def _matches_any(labels: Mapping[str, str], matchers: Iterable[Iterable[tuple[str, str]]]) -> bool:
-    """True when all labels of any one matcher equal the alert's labels."""
-    for matcher in matchers:
-        for key, value in matcher:
-            if labels.get(key) != value:
-                break
-        else:
-            return True
-    return False

@@ -1,22 +1,13 @@
-"""The append-only, hash-chained JSON Lines audit log.
+"""Writing the append-only, hash-chained JSON Lines audit log.
 
-Every record is one line of JSON::
-
-    {"hash":"<64 hex>","prev_hash":"<64 hex>","kind":...,"seq":...,"ts":...,...}
-
-The part after the two hashes is the record's canonical form (compact JSON, sorted
-keys), and ``hash = sha256(prev_hash + canonical)``. The fixed-width prefix lets
-`verify` check the chain from the raw bytes, without parsing JSON. Appends take an exclusive
-``flock`` on the file, write all their lines with one ``write`` and fsync before
-returning, so they are safe across processes and durable once acknowledged.
+The line layout (canonical body, chain hash, keyed lines) is `audit.format`'s.
+Appends take an exclusive ``flock`` on the file, write all their lines with one
+``write`` and fsync before returning, so they are safe across processes and durable
+once acknowledged.
 The file is created with mode 0600: it holds alert data.
 
-Keyed chain (``audit.key_file``): ``hash = HMAC-SHA256(key, prev_hash + canonical)``
-and the line carries the key's id right after the two hashes::
-
-    {"hash":"<64 hex>","prev_hash":"<64 hex>","key_id":"<16 hex>","kind":...}
-
-Readers need no key; only `verify` needs it to authenticate the records.
+Keyed chain (``audit.key_file``): readers need no key; only `verify` needs it to
+authenticate the records.
 
 Rotation (``audit.max_bytes``): under the append lock, the full file becomes
 ``audit.jsonl.1`` (older ones shift to ``.2``, ...; beyond ``audit.keep`` they are
@@ -35,8 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -47,40 +36,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from market_agent.audit.format import (
+    BODY_AT,
+    GENESIS_HASH,
+    RESERVED_FIELDS,
+    canonical,
+    chain_hash,
+    format_line,
+    key_id,
+    looks_like_audit_record,
+)
+from market_agent.audit.query import FileVerdict, verify_file
 from market_agent.errors import AuditError, ConfigError
+from market_agent.locks import try_flock
 from market_agent.redact import may_hold_secrets, redact_payload
 
 if TYPE_CHECKING:
-    from market_agent.config import AuditSettings
+    from market_agent.settings import AuditSettings
 
-GENESIS_HASH = "0" * 64
-RESERVED_FIELDS = frozenset({"seq", "ts", "kind", "prev_hash", "hash", "key_id"})
 _TAIL_CHUNK = 64 * 1024
 DEFAULT_MAX_BYTES = 256 << 20
 ROTATION_KIND = "rotation"
 MIN_KEY_BYTES = 16
-log = logging.getLogger(__name__)
-
-
-def canonical(record: Mapping[str, Any]) -> str:
-    """Compact JSON, sorted keys, ASCII only (other characters as ``\\u`` escapes)."""
-    try:
-        data = orjson.dumps(record, default=str, option=_ORJSON_OPTIONS)
-    except TypeError:  # lone surrogates, keys that are not strings, integers beyond 64 bits
-        pass
-    else:
-        # orjson writes other characters as UTF-8 and DEL as is: json.dumps escapes them.
-        if data.isascii() and b"\x7f" not in data:
-            return data.decode("ascii")
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
-
-
-#: json.dumps(default=str) turns dates and dataclasses into str(); orjson must too.
-_ORJSON_OPTIONS = (
-    orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-)
+log = logging.getLogger("market_agent.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,18 +94,6 @@ _SEQ_MARK = f"seq-{os.urandom(16).hex()}"
 _TS_MARK = f"ts-{os.urandom(16).hex()}"
 
 
-def chain_hash(prev_hash: str, body: str, key: bytes | None = None) -> str:
-    data = (prev_hash + body).encode()
-    if key is None:
-        return hashlib.sha256(data).hexdigest()
-    return hmac.digest(key, data, "sha256").hex()
-
-
-def key_id(key: bytes) -> str:
-    """A short, public name for a key (an HMAC of a constant: it reveals nothing)."""
-    return hmac.digest(key, b"market-agent audit key id", "sha256").hex()[:16]
-
-
 def load_key(path: Path) -> bytes:
     """The secret of `audit.key_file`; refused when others may read it. Never printed."""
     path = path.expanduser()
@@ -148,29 +114,6 @@ def load_key(path: Path) -> bytes:
             "(make one with: head -c 32 /dev/urandom | base64)"
         )
     return secret
-
-
-_HASH_PREFIX = b'{"hash":"'
-_PREV_PREFIX = b'","prev_hash":"'
-#: Byte offsets of the two hashes and of the canonical body in every line.
-_HASH_AT = len(_HASH_PREFIX)
-_PREV_AT = _HASH_AT + 64 + len(_PREV_PREFIX)
-_BODY_AT = _PREV_AT + 64 + 2  # after '",'
-_KEY_PREFIX = b'"key_id":"'
-_KEY_AT = _BODY_AT + len(_KEY_PREFIX)
-#: Where the body starts in a keyed line (after '"key_id":"<16 hex>",').
-_KEYED_BODY_AT = _KEY_AT + 16 + 2
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    ok: bool
-    records: int
-    #: 1-based line number of the first bad line, when not ok.
-    line: int | None = None
-    problem: str | None = None
-    #: Records written with a key (authenticated only when `verify` was given it).
-    keyed: int = 0
 
 
 class AuditLog:
@@ -366,7 +309,7 @@ class AuditLog:
             raise AuditError(f"audit log {self.path}: not a regular file; refused")
         if info.st_size == 0 or self._checked == (info.st_dev, info.st_ino):
             return
-        head = os.pread(fd, _BODY_AT, 0)
+        head = os.pread(fd, BODY_AT, 0)
         if not looks_like_audit_record(head):
             raise AuditError(
                 f"audit log {self.path}: the file is not an audit log (its first line is not "
@@ -392,13 +335,9 @@ class AuditLog:
         body = f'{head}{seq}{middle}"{ts}"{tail}'  # = canonical(record)
         digest = chain_hash(prev_hash, body, self.key)
         header: dict[str, Any] = {"hash": digest, "prev_hash": prev_hash}
-        if self.key_id is None:
-            line = f'{{"hash":"{digest}","prev_hash":"{prev_hash}",{body[1:]}'
-        else:
+        if self.key_id is not None:
             header["key_id"] = self.key_id
-            line = (
-                f'{{"hash":"{digest}","prev_hash":"{prev_hash}","key_id":"{self.key_id}",{body[1:]}'
-            )
+        line = format_line(digest, prev_hash, body, self.key_id)
         header.update(seq=seq, ts=ts, kind=entry.kind)
         return {**header, **entry.fields}, line
 
@@ -493,137 +432,11 @@ class AuditLog:
                 except ValueError:
                     yield number, None
 
-    def verify(self) -> VerifyReport:
+    def verify(self) -> FileVerdict:
         """Check the current file's chain (with the key, if any); name the first bad line.
 
-        The reference implementation: `history.verify_files` is the fast one, across
-        rotated files.
-        """
-        try:
-            handle = self.path.open("rb")
-        except FileNotFoundError:
-            return VerifyReport(ok=True, records=0)
-        except OSError as exc:
-            raise AuditError(self._describe(exc, "cannot read")) from None
-        checker = LineChecker(self.key)
-        with handle:
-            for number, raw in enumerate(handle, start=1):
-                problem = checker.check(raw, first=number == 1)
-                if problem is not None:
-                    return VerifyReport(False, checker.records, number, problem, checker.keyed)
-        return VerifyReport(ok=True, records=checker.records, keyed=checker.keyed)
-
-
-def looks_like_audit_record(head: bytes) -> bool:
-    """Whether bytes begin as an audit line does (or as a record torn in its first write)."""
-    first = head.split(b"\n", 1)[0]
-    if len(first) < _BODY_AT and b"\n" not in head:
-        return _HASH_PREFIX.startswith(first[: len(_HASH_PREFIX)]) and (
-            len(first) <= len(_HASH_PREFIX) or first.startswith(_HASH_PREFIX)
-        )
-    return (
-        first.startswith(_HASH_PREFIX)
-        and first[_HASH_AT + 64 : _PREV_AT] == _PREV_PREFIX
-        and first[_PREV_AT + 64 : _BODY_AT] == b'",'
-        and _is_hex(first[_HASH_AT : _HASH_AT + 64])
-        and _is_hex(first[_PREV_AT : _PREV_AT + 64])
-    )
-
-
-def _is_hex(data: bytes) -> bool:
-    return len(data) == 64 and not data.strip(b"0123456789abcdef")
-
-
-class LineChecker:
-    """Checks lines one after another, from the raw bytes alone.
-
-    A file may begin at the genesis hash, or, when its first record is a rotation
-    record, anywhere (older files were rotated away); every later line must link to
-    the one before. With a key, keyed lines are authenticated, and once one is seen an
-    unkeyed line is refused (a downgrade: recomputed with plain SHA-256 by a forger).
-    """
-
-    def __init__(self, key: bytes | None, prev_hash: str | None = GENESIS_HASH) -> None:
-        self.key = key
-        self.key_id = key_id(key).encode() if key is not None else None
-        #: The hash the next line must link to (None: take the first line's on trust).
-        self.prev_hash = prev_hash
-        self.records = 0
-        self.keyed = 0
-        self.first_unkeyed: int | None = None
-
-    def check(self, raw: bytes, *, first: bool = False) -> str | None:
-        problem, digest, keyed = check_line(
-            raw, self.prev_hash, self.key, self.key_id, start=first, oldest=first
-        )
-        if problem is not None:
-            return problem
-        if keyed:
-            self.keyed += 1
-        elif self.keyed and self.key is not None:
-            return "unkeyed record after keyed ones (forged or downgraded without the key)"
-        elif self.first_unkeyed is None:
-            self.first_unkeyed = self.records + 1
-        self.prev_hash = digest
-        self.records += 1
-        return None
-
-
-def check_line(
-    raw: bytes,
-    prev_hash: str | None,
-    key: bytes | None = None,
-    key_ident: bytes | None = None,
-    *,
-    start: bool = False,
-    oldest: bool = False,
-) -> tuple[str | None, str, bool]:
-    """(problem or None, this line's hash, whether it is keyed), from the raw bytes.
-
-    `prev_hash` None takes the line's own prev_hash on trust (a part of a file checked
-    in parallel: the caller checks the seam). `start`: a file's first line, which may
-    begin a new chain; `oldest`: the first line of the oldest file, which may also be
-    a rotation record continuing files rotated away.
-    """
-    if not raw.endswith(b"\n"):
-        return "truncated record (no end of line)", "", False
-    if (
-        not raw.startswith(_HASH_PREFIX)
-        or raw[_HASH_AT + 64 : _PREV_AT] != _PREV_PREFIX
-        or raw[_PREV_AT + 64 : _BODY_AT] != b'",'
-    ):
-        return "not an audit record (damaged line)", "", False
-    claimed = raw[_HASH_AT : _HASH_AT + 64].decode("ascii", "replace")
-    previous = raw[_PREV_AT : _PREV_AT + 64].decode("ascii", "replace")
-    keyed = raw[_BODY_AT:_KEY_AT] == _KEY_PREFIX and raw[_KEY_AT + 16 : _KEYED_BODY_AT] == b'",'
-    body = b"{" + raw[(_KEYED_BODY_AT if keyed else _BODY_AT) : -1]
-    linked = (
-        prev_hash is None
-        or previous == prev_hash
-        or (start and previous == GENESIS_HASH)
-        or (oldest and body.startswith(_ROTATION_BODY_START))
-    )
-    if not linked:
-        if oldest:
-            return (
-                "the first record does not start the chain (records removed before it)",
-                "",
-                False,
-            )
-        return "prev_hash does not match the previous record (deleted or inserted)", claimed, keyed
-    if keyed and key is not None:
-        if raw[_KEY_AT : _KEY_AT + 16] != key_ident:
-            return "written with another key (audit.key_file differs)", claimed, keyed
-        expected = hmac.digest(key, previous.encode() + body, "sha256").hex()
-        if not hmac.compare_digest(expected, claimed):
-            return "hash mismatch (the record was edited or forged)", claimed, keyed
-    elif not keyed and hashlib.sha256(previous.encode() + body).hexdigest() != claimed:
-        return "hash mismatch (the record was edited)", claimed, keyed
-    return None, claimed, keyed
-
-
-#: Canonical bodies have sorted keys: a rotation record's start with these bytes.
-_ROTATION_BODY_START = b'{"kind":"rotation",'
+        The same check as `history verify` (`query.verify_file`), for this file alone."""
+        return verify_file(self.path, key=self.key)
 
 
 def _identity(stat: os.stat_result) -> tuple[int, ...]:
@@ -667,11 +480,8 @@ def lock_for_listener(audit_path: Path) -> int:
     here (each name would have a lock of its own).
     """
     lock_path = audit_path.with_name(audit_path.name + ".listen.lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    fd = try_flock(lock_path, follow_symlinks=False)
+    if fd is None:
         raise ConfigError(
             f"another `market-agent listen` is using the audit log {audit_path} "
             f"(lock {lock_path}); stop it or use --audit-log PATH"

@@ -4,7 +4,7 @@ A worker takes a job and, while its batch is quick, more queued jobs (rule analy
 then share one journal commit instead of each waiting for an fsync; a slow LLM
 analysis closes its batch at once). The batch's records go to `commit`, which
 journals them: in the listener's own process, or one pipe away when analysis runs
-in a process of its own (`market_agent.analysis_process`). Once committed, each
+in a process of its own (`market_agent.listen.child`). Once committed, each
 analysis is logged and handed to the remediator.
 """
 

@@ -31,10 +31,22 @@ from typing import TYPE_CHECKING, ClassVar
 from market_agent.errors import ConfigError
 
 if TYPE_CHECKING:
-    from market_agent.analysis_process import EngineSpec
+    from market_agent.settings import Settings
 
 #: Bump on any change to a message's fields or meaning.
 PROTOCOL_VERSION = 1
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What the analysis process builds its service, context and remediator from."""
+
+    settings: Settings
+    use_llm: bool = True
+
+    @property
+    def workers(self) -> int:
+        return self.settings.listen.workers
 
 
 class ProtocolError(ConfigError):

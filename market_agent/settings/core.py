@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     PrivateAttr,
     SecretStr,
@@ -25,16 +23,14 @@ from pydantic import (
     model_validator,
 )
 
-from market_agent.actions.config import ActionsSettings, NotifierSettings
 from market_agent.errors import ConfigError
+from market_agent.settings.actions import ActionsSettings, NotifierSettings
+from market_agent.settings.base import Section as _Section
+from market_agent.settings.base import default_config_dir, default_state_dir
 
 ENV_PREFIX = "MARKET_AGENT_"
 #: Environment variables with the prefix that are not settings.
 _NON_SETTING_ENV = {"CONFIG", "DEBUG"}
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class EndpointSettings(_Section):
@@ -184,9 +180,9 @@ class Settings(_Section):
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     listen: ListenSettings = Field(default_factory=ListenSettings)
-    #: Remediation actions and their guards (`market_agent.actions.config`).
+    #: Remediation actions and their guards (`market_agent.settings.actions`).
     actions: ActionsSettings = Field(default_factory=ActionsSettings)
-    #: Escalation notifiers by name (`market_agent.actions.config`).
+    #: Escalation notifiers by name (`market_agent.settings.actions`).
     notifiers: dict[str, NotifierSettings] = Field(default_factory=dict)
 
     #: The config file the settings came from, if any (not a setting itself).
@@ -195,16 +191,6 @@ class Settings(_Section):
     @property
     def source(self) -> Path | None:
         return self._source
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "market-agent"
-
-
-def default_config_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "market-agent"
 
 
 def read_secret_file(path: Path, key: str) -> str:

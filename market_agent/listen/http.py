@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from market_agent.connections import ConnectionLimits, bounded_server, fit_descriptors
 from market_agent.errors import AuditError, ConfigError
 from market_agent.inputs import (
     MAX_DEPTH,
@@ -35,21 +34,22 @@ from market_agent.inputs import (
     has_lone_surrogate,
     parse_payload,
 )
-from market_agent.listener import (
-    JournalClosed,
+from market_agent.listen.admission import (
     Listener,
     QueueFull,
     Remediator,
     Service,
 )
-from market_agent.logs import configure_logging
+from market_agent.listen.connections import ConnectionLimits, bounded_server, fit_descriptors
+from market_agent.listen.journal import JournalClosed
+from market_agent.listen.logs import configure_logging
 from market_agent.models import Notification, new_id
 
 if TYPE_CHECKING:
     from market_agent.analysis.run import ContextProvider
-    from market_agent.analysis_process import EngineSpec
     from market_agent.audit import AuditLog
-    from market_agent.config import ListenSettings, Settings
+    from market_agent.listen.messages import EngineSpec
+    from market_agent.settings import ListenSettings, Settings
 
 log = logging.getLogger("market_agent.listen")
 

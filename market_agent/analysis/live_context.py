@@ -34,7 +34,6 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from market_agent.analysis.base import is_managed
 from market_agent.clients import (
     ClientError,
     DeadlineExceeded,
@@ -48,6 +47,7 @@ from market_agent.clients import (
     run_concurrently,
     scrape_labels,
 )
+from market_agent.labels import is_managed
 from market_agent.models import Alert, Notification, utc_now
 
 WINDOW = timedelta(minutes=15)

@@ -31,7 +31,7 @@ import orjson
 if TYPE_CHECKING:
     import uvicorn
 
-    from market_agent.config import ListenSettings
+    from market_agent.settings import ListenSettings
 
 log = logging.getLogger("market_agent.listen")
 

@@ -40,6 +40,9 @@ from pydantic import (
     model_validator,
 )
 
+from market_agent.settings.base import Section as _Section
+from market_agent.settings.base import default_state_dir
+
 #: Placeholders an action's argv (and unit, container, ...) may use; nothing else.
 PLACEHOLDERS = frozenset(
     {"service", "instance", "job", "alertname", "namespace", "pod", "container", "action_id"}
@@ -81,16 +84,6 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def _default_state_dir() -> Path:
-    from market_agent.config import default_state_dir
-
-    return default_state_dir()
 
 
 class BackendSpec(_Section):
@@ -189,7 +182,7 @@ class ActionsSettings(BaseModel):
     #: No automatic run of an action within this time after its last one.
     cooldown: Duration = 600.0
     #: While this file exists, every action is blocked (`touch` it to pause).
-    pause_file: Path = Field(default_factory=lambda: _default_state_dir() / "actions.paused")
+    pause_file: Path = Field(default_factory=lambda: default_state_dir() / "actions.paused")
     #: Single-flight lock files; default: `locks/` beside the audit log.
     lock_dir: Path | None = None
     #: Re-check with Alertmanager that the alert still fires, right before acting.

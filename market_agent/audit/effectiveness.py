@@ -12,7 +12,6 @@ One forward pass over the raw lines; only candidate lines are parsed as JSON.
 
 from __future__ import annotations
 
-import logging
 import statistics
 import threading
 import time
@@ -21,23 +20,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from market_agent.audit import _BODY_AT
-from market_agent.history import (
-    TS_KEY,
-    epoch,
-    load_record,
-    log_files,
-    map_ranges,
-    range_chunks,
-)
-
-if TYPE_CHECKING:
-    from market_agent.analysis.base import Analyzer, Judgement
-    from market_agent.models import Notification
-
-log = logging.getLogger("market_agent.actions")
+from market_agent.audit.format import first_key_at, raw_ts
+from market_agent.audit.query import epoch, load_record, log_files, map_ranges, range_chunks
 
 RECENT = 5
 _RESULT = b'"step":"result"'
@@ -93,7 +79,7 @@ def extract(line: bytes) -> Event | None:
     """The event in one raw line, if any. Pure: parts of a file are read in parallel."""
     if _RESULT in line:
         return _result_event(line)
-    if line.startswith(_NAMES, _BODY_AT) and _RESOLVED in line:
+    if line.startswith(_NAMES, first_key_at(line)) and _RESOLVED in line:
         return _resolved_event(line, 0, len(line))
     return None
 
@@ -116,7 +102,9 @@ def events_in(chunk: bytes) -> list[Event]:
     at = chunk.find(_RESOLVED)
     while at >= 0:
         start, end = _line_around(chunk, at)
-        notification = start not in results and chunk.startswith(_NAMES, start + _BODY_AT, end)
+        notification = start not in results and chunk.startswith(
+            _NAMES, first_key_at(chunk, start), end
+        )
         if notification and (event := _resolved_event(chunk, start, end)) is not None:
             events.append((start, event))
         at = chunk.find(_RESOLVED, end)
@@ -145,7 +133,7 @@ def _resolved_event(data: bytes, start: int, end: int) -> Event | None:
     """The resolution in line data[start:end] (a notification), if it is one."""
     if data.rfind(_RESOLVED, start, end) != data.rfind(_STATUS, start, end):
         return None  # "resolved" was a nested alert's status, not the notification's
-    names, ts = _notification_names(data, start, end), _raw_ts(data, start, end)
+    names, ts = _notification_names(data, start, end), raw_ts(data, start, end)
     if names is None or ts is None or data.find(_NOTIFICATION, start, end) < 0:
         record = load_record(data[start:end])
         if record is None or record.get("kind") != "notification":
@@ -320,29 +308,6 @@ class EffectivenessTracker:
             self._offset += len(chunk)
 
 
-class WithEffectiveness:
-    """An `Analyzer` that adds `context["effectiveness"]` for the alerts it judges."""
-
-    def __init__(self, inner: Analyzer, tracker: EffectivenessTracker) -> None:
-        self.inner = inner
-        self.tracker = tracker
-        self.name = inner.name
-
-    def judge(self, notification: Notification, context: Mapping[str, Any]) -> Judgement:
-        if "effectiveness" not in context:
-            try:
-                figures = self.tracker.figures(alert.name for alert in notification.alerts)
-            except Exception as exc:  # history is a help, never a reason not to analyse
-                log.warning("action history unavailable: %s", exc)
-                figures = {}
-            if figures:
-                context = {**context, "effectiveness": figures}
-        return self.inner.judge(notification, context)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
 def _names(record: Mapping[str, Any]) -> list[str]:
     names = record.get("alertnames")
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
@@ -355,9 +320,10 @@ def _number(value: Any) -> float | None:
 def _notification_names(data: bytes, start: int, end: int) -> list[str] | None:
     """The `alertnames` (its first key) of the notification in line data[start:end],
     without parsing the line; None when the caller had better parse it."""
-    if not data.startswith(_NAMES, start + _BODY_AT, end):
+    at = first_key_at(data, start)
+    if not data.startswith(_NAMES, at, end):
         return None
-    first = start + _BODY_AT + len(_NAMES)
+    first = at + len(_NAMES)
     close = data.find(b"]", first, end)
     if close < 0:
         return None
@@ -365,13 +331,3 @@ def _notification_names(data: bytes, start: int, end: int) -> list[str] | None:
     if b"\\" in names or not names.startswith(b'"') or not names.endswith(b'"'):
         return None  # escapes, or a `]` inside a name: let the caller parse the line
     return names[1:-1].decode("utf-8", "replace").split('","')
-
-
-def _raw_ts(data: bytes, start: int, end: int) -> str | None:
-    """`raw_ts` of the line data[start:end]."""
-    at = data.rfind(TS_KEY, start, end)
-    if at < 0:
-        return None
-    first = at + len(TS_KEY)
-    close = data.find(b'"', first, end)
-    return data[first:close].decode("ascii", "replace") if close > first else None

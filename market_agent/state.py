@@ -25,7 +25,7 @@ if TYPE_CHECKING:
         PrometheusClient,
         ServiceClient,
     )
-    from market_agent.config import Settings
+    from market_agent.settings import Settings
 
     ClientT = TypeVar("ClientT", bound=ServiceClient)
 
@@ -48,7 +48,7 @@ class AppState:
 
     @cached_property
     def settings(self) -> Settings:
-        from market_agent.config import load_settings
+        from market_agent.settings import load_settings
 
         return load_settings(self.config_path, self.overrides)
 
@@ -103,7 +103,7 @@ class AppState:
         analysis = self.settings.analysis
         if not (analysis.context if enabled is None else enabled):
             return None
-        from market_agent.context import ContextGatherer
+        from market_agent.analysis.live_context import ContextGatherer
 
         return ContextGatherer(
             self.predictor_client(),

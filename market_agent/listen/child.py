@@ -5,8 +5,8 @@ HTTP server and the journal left both at half speed. Here the listener's process
 keeps HTTP, validation and the journal; a child process (spawned, not forked: the
 listener has threads and open files) builds its own analysis service, context
 provider and remediator from the same settings and runs the same worker threads
-(`market_agent.workers`). The journal stays single-writer, in the parent: the child
-sends each batch's records (`market_agent.analysis_messages`, typed and versioned).
+(`market_agent.listen.workers`). The journal stays single-writer, in the parent: the
+child sends each batch's records (`market_agent.listen.messages`, typed and versioned).
 
 A batch's analyses are remediated in the child once the parent answers that their
 records are on disk, exactly as in-process workers do after their commit. If the
@@ -34,16 +34,18 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from market_agent.analysis_messages import (
+from market_agent.audit import Prepared, prepare
+from market_agent.errors import ConfigError
+from market_agent.listen.messages import (
     PROTOCOL_VERSION,
     Answer,
     BatchRecords,
+    EngineSpec,
     Failed,
     Hello,
     Jobs,
@@ -55,14 +57,11 @@ from market_agent.analysis_messages import (
     receive,
     send,
 )
-from market_agent.audit import Prepared, prepare
-from market_agent.errors import ConfigError
+from market_agent.listen.workers import Batch, Job, Observation, Workers, failure_record
 from market_agent.models import new_id
-from market_agent.workers import Batch, Job, Observation, Workers, failure_record
 
 if TYPE_CHECKING:
-    from market_agent.app import AppState
-    from market_agent.config import Settings
+    from market_agent.state import AppState
 
 log = logging.getLogger("market_agent.listen")
 
@@ -82,20 +81,8 @@ STOP_TIMEOUT = 5.0
 READY_TIMEOUT = 60.0
 #: How the analysis process starts: `python -c CHILD_COMMAND FD`.
 CHILD_COMMAND = (
-    "import sys; from market_agent.analysis_process import child_main; child_main(int(sys.argv[1]))"
+    "import sys; from market_agent.listen.child import child_main; child_main(int(sys.argv[1]))"
 )
-
-
-@dataclass(frozen=True)
-class EngineSpec:
-    """What the analysis process builds its service, context and remediator from."""
-
-    settings: Settings
-    use_llm: bool = True
-
-    @property
-    def workers(self) -> int:
-        return self.settings.listen.workers
 
 
 class ProcessAnalysis:
@@ -471,7 +458,7 @@ def child_main(fd: int) -> None:
         signal.signal(signum, signal.SIG_IGN)
     conn = Connection(fd)
     spec = _hello(conn)
-    from market_agent.logs import configure_logging
+    from market_agent.listen.logs import configure_logging
 
     options = spec.settings.listen
     configure_logging(options.log_format, options.log_level)
@@ -524,7 +511,7 @@ class _Child:
         self._batch_ids = itertools.count(1)
 
     def build(self, spec: EngineSpec) -> tuple[Workers, AppState]:
-        from market_agent.app import AppState
+        from market_agent.state import AppState
 
         state = AppState.of(spec.settings)
         service = state.analysis_service(use_llm=spec.use_llm)

@@ -8,8 +8,7 @@ constant and the other lines cost almost nothing. `--json` output is the stored 
 itself, in the log's own schema. Whole-file passes (`verify`, `stats`) split large
 files into one part per core and check the seams between parts.
 
-Times: every record's top-level ``ts`` is the last ``"ts":"`` in its line, because
-the body has sorted keys and no key after ``ts`` holds nested, untrusted text.
+Times and hashes are read from the raw line at the places `audit.format` defines.
 """
 
 from __future__ import annotations
@@ -27,13 +26,23 @@ from typing import Any, BinaryIO, TypeVar
 
 import orjson
 
+from market_agent.audit.format import (
+    BODY_AT,
+    GENESIS_HASH,
+    HASH_AT,
+    HASH_PREFIX,
+    PREV_AT,
+    check_line,
+    key_id,
+    raw_ts,
+)
 from market_agent.errors import AuditError, InputError
+from market_agent.settings import parse_duration
 
 BLOCK_SIZE = 1 << 20
 #: Smaller files are read by one process: starting workers would cost more.
 PARALLEL_MIN_BYTES = 64 << 20
 T = TypeVar("T")
-TS_KEY = b'"ts":"'
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
@@ -185,20 +194,8 @@ def lines_in(chunk: bytes, needles: Sequence[bytes]) -> list[bytes]:
     return found
 
 
-def raw_ts(line: bytes) -> str | None:
-    """The record's `ts` from the raw bytes (see the module docstring)."""
-    at = line.rfind(TS_KEY)
-    if at < 0:
-        return None
-    start = at + len(TS_KEY)
-    end = line.find(b'"', start)
-    return line[start:end].decode("ascii", "replace") if end > start else None
-
-
 def parse_time(value: str, *, now: datetime | None = None) -> str:
     """`2h`, `30m`, `7d` (ago), `2026-11-20` or an RFC 3339 time -> an audit `ts` string."""
-    from market_agent.actions.config import parse_duration
-
     text = value.strip()
     now = now or datetime.now(UTC)
     try:
@@ -420,7 +417,7 @@ def verify_files(paths: list[Path], key: bytes | None = None) -> list[FileVerdic
 def verify_file(
     path: Path, prev: str | None = None, key: bytes | None = None, keyed_before: bool = False
 ) -> FileVerdict:
-    """`AuditLog.verify`'s verdicts, faster: checks inlined, parts of a large file in
+    """One file's chain, from the raw bytes: checks inlined, parts of a large file in
     parallel, and the seams between parts checked afterwards. `prev`: the last hash of
     the previous file (None: this is the oldest)."""
     try:
@@ -457,9 +454,6 @@ def _downgrade(part: _Part, keyed_before: bool) -> int | None:
     return part.downgraded
 
 
-GENESIS = "0" * 64
-
-
 @dataclass(frozen=True, slots=True)
 class _Part:
     records: int
@@ -481,9 +475,7 @@ class _Part:
 def _verify_range(
     path: Path, start: int, end: int, index: int, expected: str | None, key: bytes | None
 ) -> _Part:
-    from market_agent.audit import _BODY_AT, _HASH_AT, _HASH_PREFIX, _PREV_AT, check_line, key_id
-
-    hash_end, prev_end = _HASH_AT + 64, _PREV_AT + 64
+    hash_end, prev_end = HASH_AT + 64, PREV_AT + 64
     sha256 = hashlib.sha256
     ident = key_id(key).encode() if key is not None else None
     prev: bytes | None = None
@@ -500,7 +492,7 @@ def _verify_range(
                 if index == 0:  # the file's first line: where the chain may start
                     problem, digest, is_keyed = check_line(
                         line + b"\n",
-                        expected or GENESIS,
+                        expected or GENESIS_HASH,
                         key,
                         ident,
                         start=True,
@@ -508,19 +500,19 @@ def _verify_range(
                     )
                     if problem is not None:
                         return _Part(0, None, None, 1, problem)
-                    starts_genesis = line[_PREV_AT:prev_end] == GENESIS.encode()
+                    starts_genesis = line[PREV_AT:prev_end] == GENESIS_HASH.encode()
                     keyed, first_unkeyed = (1, None) if is_keyed else (0, 1)
                     prev, count = digest.encode(), 1
                     continue
                 # A later part: take the seam on trust, checked by the caller.
-                prev = line[_PREV_AT:prev_end]
+                prev = line[PREV_AT:prev_end]
                 first_prev = prev.decode("ascii", "replace")
             if (
-                line[prev_end:_BODY_AT] == b'",'
-                and line[_PREV_AT:prev_end] == prev
-                and line.startswith(_HASH_PREFIX)
-                and sha256(prev + b"{" + line[_BODY_AT:]).hexdigest().encode()
-                == line[_HASH_AT:hash_end]
+                line[prev_end:BODY_AT] == b'",'
+                and line[PREV_AT:prev_end] == prev
+                and line.startswith(HASH_PREFIX)
+                and sha256(prev + b"{" + line[BODY_AT:]).hexdigest().encode()
+                == line[HASH_AT:hash_end]
             ):
                 is_keyed = False
             else:
@@ -545,7 +537,7 @@ def _verify_range(
                     first_unkeyed = count + 1
                 if keyed and downgraded is None:
                     downgraded = count + 1
-            prev = line[_HASH_AT:hash_end]
+            prev = line[HASH_AT:hash_end]
             count += 1
         if torn:
             problem = "truncated record (no end of line)"

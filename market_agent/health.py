@@ -19,7 +19,6 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from market_agent import __version__
-from market_agent.analysis.base import is_managed
 from market_agent.clients import (
     AlertmanagerClient,
     ClientError,
@@ -36,9 +35,10 @@ from market_agent.clients import (
     run_concurrently,
     scrape_labels,
 )
-from market_agent.config import Settings
 from market_agent.errors import ExitCode
+from market_agent.labels import is_managed
 from market_agent.models import ApiAlert, utc_now
+from market_agent.settings import Settings
 
 SCHEMA_VERSION = 1
 #: Grace beyond an endpoint's own timeout before its probe is abandoned; the client's
