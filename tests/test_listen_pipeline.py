@@ -273,27 +273,42 @@ def test_journal_failure_is_not_acknowledged_and_retry_works(make_listener, audi
 
 
 def test_copy_waiting_on_a_failed_commit_fails_too(make_listener, audit):
+    """A re-send arriving while the first copy's commit is still on its way waits for
+    that commit and shares its failure (both get a 5xx; Alertmanager retries)."""
     listener = make_listener()
-    release = threading.Event()
+    committing, release = threading.Event(), threading.Event()
+    commits: list[int] = []
     original = audit.append_many
 
     def slow_failure(entries):
+        commits.append(len(entries))
+        committing.set()
         release.wait(5)
         raise AuditError("disk gone")
 
     audit.append_many = slow_failure  # type: ignore[method-assign]
+    # The first copy is committed in its own event loop's thread, which the slow
+    # failure holds; the copy arrives meanwhile in another loop.
+    first: list[Any] = []
+    thread = threading.Thread(target=lambda: first.extend(admit(listener, make_notification())))
+    thread.start()
+    assert committing.wait(5)
 
-    async def both() -> list[Any]:
-        first = asyncio.ensure_future(listener.admit(make_notification()))
+    async def copy() -> Any:
+        task = asyncio.ensure_future(listener.admit(make_notification()))
         await asyncio.sleep(0.05)
-        second = asyncio.ensure_future(listener.admit(make_notification()))
-        await asyncio.sleep(0.05)
+        waiting = not task.done()
         release.set()
-        return await asyncio.gather(first, second, return_exceptions=True)
+        [outcome] = await asyncio.gather(task, return_exceptions=True)
+        return waiting, outcome
 
-    results = asyncio.run(both())
-    assert all(isinstance(r, AuditError) for r in results)
+    waiting, second = asyncio.run(copy())
+    thread.join(5)
     audit.append_many = original  # type: ignore[method-assign]
+    assert waiting  # the copy neither answered at once nor committed a record of its own
+    assert isinstance(first[0], AuditError)
+    assert isinstance(second, AuditError)
+    assert commits == [1]
 
 
 def test_crash_leftovers_are_analysed_once_at_start(audit, service, make_listener):
