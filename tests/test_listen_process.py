@@ -249,3 +249,18 @@ def test_listen_help_does_not_import_the_server_stack():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_threads_mode_warms_the_analysis_service_before_serving(tmp_path, monkeypatch):
+    """`--analysis threads` builds the LLM client before it serves, as the process does."""
+    from market_agent.analysis.analyzer import AnalysisService
+    from market_agent.listen import http
+    from tests.cli_helpers import run_cli
+
+    order: list[str] = []
+    monkeypatch.setattr(AnalysisService, "warm", lambda self: order.append("warm"))
+    monkeypatch.setattr(http, "run_listener", lambda *a, **k: order.append("serve") or 0)
+    audit = str(tmp_path / "audit.jsonl")
+    result = run_cli("--audit-log", audit, "listen", "--analysis", "threads", "--port", "0")
+    assert result.exit_code == 0, result.stderr
+    assert order == ["warm", "serve"]

@@ -105,10 +105,12 @@ def listen(
         engine = EngineSpec(settings, use_llm=not no_llm)
         run_listener(settings, state.audit_log, None, engine=engine)
     else:
+        service = state.analysis_service(use_llm=not no_llm)
+        service.warm()  # the LLM client (and LangChain) is built before serving
         run_listener(
             settings,
             state.audit_log,
-            state.analysis_service(use_llm=not no_llm),
+            service,
             context_for=state.context_provider(),
             remediator=state.remediator(),
         )
