@@ -22,7 +22,9 @@ from market_agent.actions.guards import (
     allowlist,
     confidence,
     history_guards,
+    kill_switch,
     resolved,
+    safety_mode,
 )
 from market_agent.actions.notifiers import Delivery, Escalator
 from market_agent.actions.probes import AlertCheckUnavailable, Verifier
@@ -697,3 +699,39 @@ def test_allowlist_says_why(tmp_path: Path, allow: dict[str, Any], detail: str) 
 )
 def test_spans_read_naturally(seconds: float, text: str) -> None:
     assert _span(seconds) == text
+
+
+def test_a_guard_result_is_recorded_with_its_four_fields() -> None:
+    result = GuardResult("cooldown", False, "last run 10 s ago", overridden=True)
+    assert result.to_json() == {
+        "name": "cooldown",
+        "passed": False,
+        "detail": "last run 10 s ago",
+        "overridden": True,
+    }
+
+
+def test_the_static_guards_name_themselves_in_the_record() -> None:
+    g = guard_input("auto", enabled=True, auto_remediate=True)
+    named = {guard(g).name for guard in (kill_switch, safety_mode, resolved)}
+    assert named == {"kill_switch", "safety_mode", "resolved"}
+    assert kill_switch(g).detail == "ok"
+    off = guard_input("auto", enabled=False)
+    assert kill_switch(off).detail == "actions are disabled (actions.enabled = false)"
+
+
+def test_a_group_marked_resolved_is_resolved_whatever_its_alerts_say() -> None:
+    mixed = notification(status="resolved").model_copy(
+        update={"alerts": notification().alerts}  # a firing alert inside
+    )
+    g = GuardInput("restart", guard_input().spec, guard_input().settings, "auto", None, mixed)
+    verdict = resolved(g)
+    assert (verdict.passed, verdict.escalate) == (False, False)
+
+
+def test_already_handled_looks_back_exactly_one_day(tmp_path: Path) -> None:
+    actions = {**ON, "restart": touch_action(tmp_path / "r")}
+    assert make_runner(tmp_path, actions).run(auto()).outcome == "verified"
+    later = make_runner(tmp_path, actions)
+    later.clock = later.history.clock = lambda: time.time() + 24.5 * 3600
+    assert later.run(auto()).outcome == "verified"  # 24.5 h ago: beyond the look-back

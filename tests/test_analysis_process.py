@@ -366,7 +366,7 @@ def test_an_analysis_process_of_another_protocol_version_refuses_the_listener(
     tmp_path, monkeypatch
 ):
     """The child checks the listener's version (here the listener is the newer one)."""
-    from market_agent import analysis_process
+    from market_agent.listen import child as analysis_process
 
     theirs = messages.PROTOCOL_VERSION
     monkeypatch.setattr(analysis_process, "PROTOCOL_VERSION", theirs + 1)
@@ -379,7 +379,7 @@ def test_the_listener_refuses_an_analysis_process_of_another_protocol_version(
     tmp_path, monkeypatch
 ):
     """The listener checks the child's version, should the child not check the listener's."""
-    from market_agent import analysis_process
+    from market_agent.listen import child as analysis_process
 
     ours = messages.PROTOCOL_VERSION
     child = fake_child(f"encode(Ready({ours + 1}, os.getpid()))")
@@ -390,7 +390,7 @@ def test_the_listener_refuses_an_analysis_process_of_another_protocol_version(
 
 @pytest.mark.slow
 def test_an_unknown_answer_to_the_handshake_is_a_start_up_error(tmp_path, monkeypatch):
-    from market_agent import analysis_process
+    from market_agent.listen import child as analysis_process
 
     child = fake_child("('fatal', 'no')")  # a start-up error of the untyped protocol
     monkeypatch.setattr(analysis_process, "CHILD_COMMAND", child)
@@ -401,7 +401,7 @@ def test_an_unknown_answer_to_the_handshake_is_a_start_up_error(tmp_path, monkey
 def test_an_analysis_process_that_sends_an_unknown_message_is_replaced(
     tmp_path, started, monkeypatch, caplog
 ):
-    from market_agent import analysis_process
+    from market_agent.listen import child as analysis_process
 
     ready = f"encode(Ready({messages.PROTOCOL_VERSION}, os.getpid()))"
     monkeypatch.setattr(analysis_process, "CHILD_COMMAND", fake_child(ready, "('gossip', 1)"))
