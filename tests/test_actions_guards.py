@@ -23,7 +23,9 @@ from market_agent.actions.guards import (
     allowlist,
     confidence,
     history_guards,
+    kill_switch,
     resolved,
+    safety_mode,
 )
 from market_agent.actions.notifiers import Delivery, Escalator
 from market_agent.actions.probes import AlertCheckUnavailable, Verifier
@@ -534,9 +536,10 @@ def test_history_reads_only_this_actions_runs_and_their_finish_times(tmp_path: P
         {**run, "at": NOW - 800, "action_id": "c1", "action": "cleanup"},
         {"action": "restart", "step": "result", "outcome": "verified", "action_id": "r1",
          "at": NOW - 100},
-        {"action": "restart", "step": "result", "outcome": "blocked", "action_id": "r2",
-         "at": NOW - 50},
         {**run, "at": NOW - 40, "action_id": "r2"},
+        # Only an executed run's result ends it (a blocked one never follows a start).
+        {"action": "restart", "step": "result", "outcome": "blocked", "action_id": "r2",
+         "at": NOW - 30},
     )  # fmt: skip
     runs = ActionHistory(path, clock=lambda: NOW).executions("restart", 3600)
     assert runs == [
@@ -628,7 +631,7 @@ def test_an_alert_handled_hours_ago_is_still_handled(tmp_path: Path) -> None:
     assert later.run(auto()).outcome == "blocked"
     assert blocked_by(tmp_path) == ["already_handled"]
     next_day = make_runner(tmp_path, actions)
-    next_day.clock = next_day.history.clock = lambda: time.time() + 25 * 3600
+    next_day.clock = next_day.history.clock = lambda: time.time() + 24.5 * 3600
     assert next_day.run(auto()).outcome == "verified"
 
 
@@ -697,3 +700,46 @@ def test_allowlist_says_why(tmp_path: Path, allow: dict[str, Any], detail: str) 
 )
 def test_spans_read_naturally(seconds: float, text: str) -> None:
     assert _span(seconds) == text
+
+
+def test_guard_json_and_every_guard_name(tmp_path: Path) -> None:
+    result = GuardResult("x", False, "why", overridden=True)
+    assert result.to_json() == {"name": "x", "passed": False, "detail": "why", "overridden": True}
+    actions = {**ON, "restart": {**touch_action(tmp_path / "r"), "alerts": ["A", "B"]}}
+    preview = make_runner(tmp_path, actions).preview(auto(group("A:1", "B:2")))
+    assert [(g.name, g.passed) for g in preview.guards] == [
+        ("kill_switch", True),
+        ("safety_mode", True),
+        ("resolved", True),
+        ("confidence", True),
+        ("allowlist", True),
+        ("already_handled", True),
+        ("circuit_breaker", True),
+        ("cooldown", True),
+        ("single_flight", True),
+    ]
+    details = {g.name: g.detail for g in preview.guards}
+    assert details["kill_switch"] == "ok"
+    assert details["allowlist"] == "allowed for A, B"
+
+
+def test_blocking_details_say_what_to_change() -> None:
+    assert kill_switch(guard_input(enabled=False)).detail == (
+        "actions are disabled (actions.enabled = false)"
+    )
+    assert safety_mode(guard_input()).detail.endswith(
+        "(set actions.auto_remediate = true or listen --auto-remediate)"
+    )
+    g = guard_input()
+    note = notification(status="resolved")
+    blocked = resolved(GuardInput(g.action, g.spec, g.settings, "auto", notification=note))
+    assert (blocked.passed, blocked.detail) == (False, "the notification is resolved")
+
+
+def test_a_resolved_group_is_resolved_even_with_an_alert_still_listed_firing() -> None:
+    g = guard_input()
+    note = Notification.model_validate(
+        {"status": "resolved", "alerts": [{"labels": {"alertname": "PredictorDown"}}]}
+    )
+    assert note.firing  # the alert says firing; the notification says resolved
+    assert not resolved(GuardInput(g.action, g.spec, g.settings, "auto", notification=note)).passed
