@@ -536,9 +536,10 @@ def test_history_reads_only_this_actions_runs_and_their_finish_times(tmp_path: P
         {**run, "at": NOW - 800, "action_id": "c1", "action": "cleanup"},
         {"action": "restart", "step": "result", "outcome": "verified", "action_id": "r1",
          "at": NOW - 100},
-        {"action": "restart", "step": "result", "outcome": "blocked", "action_id": "r2",
-         "at": NOW - 50},
         {**run, "at": NOW - 40, "action_id": "r2"},
+        # Only an executed run's result ends it (a blocked one never follows a start).
+        {"action": "restart", "step": "result", "outcome": "blocked", "action_id": "r2",
+         "at": NOW - 30},
     )  # fmt: skip
     runs = ActionHistory(path, clock=lambda: NOW).executions("restart", 3600)
     assert runs == [
@@ -630,7 +631,7 @@ def test_an_alert_handled_hours_ago_is_still_handled(tmp_path: Path) -> None:
     assert later.run(auto()).outcome == "blocked"
     assert blocked_by(tmp_path) == ["already_handled"]
     next_day = make_runner(tmp_path, actions)
-    next_day.clock = next_day.history.clock = lambda: time.time() + 25 * 3600
+    next_day.clock = next_day.history.clock = lambda: time.time() + 24.5 * 3600
     assert next_day.run(auto()).outcome == "verified"
 
 
@@ -701,37 +702,44 @@ def test_spans_read_naturally(seconds: float, text: str) -> None:
     assert _span(seconds) == text
 
 
-def test_a_guard_result_is_recorded_with_its_four_fields() -> None:
-    result = GuardResult("cooldown", False, "last run 10 s ago", overridden=True)
-    assert result.to_json() == {
-        "name": "cooldown",
-        "passed": False,
-        "detail": "last run 10 s ago",
-        "overridden": True,
-    }
+def test_guard_json_and_every_guard_name(tmp_path: Path) -> None:
+    result = GuardResult("x", False, "why", overridden=True)
+    assert result.to_json() == {"name": "x", "passed": False, "detail": "why", "overridden": True}
+    actions = {**ON, "restart": {**touch_action(tmp_path / "r"), "alerts": ["A", "B"]}}
+    preview = make_runner(tmp_path, actions).preview(auto(group("A:1", "B:2")))
+    assert [(g.name, g.passed) for g in preview.guards] == [
+        ("kill_switch", True),
+        ("safety_mode", True),
+        ("resolved", True),
+        ("confidence", True),
+        ("allowlist", True),
+        ("already_handled", True),
+        ("circuit_breaker", True),
+        ("cooldown", True),
+        ("single_flight", True),
+    ]
+    details = {g.name: g.detail for g in preview.guards}
+    assert details["kill_switch"] == "ok"
+    assert details["allowlist"] == "allowed for A, B"
 
 
-def test_the_static_guards_name_themselves_in_the_record() -> None:
-    g = guard_input("auto", enabled=True, auto_remediate=True)
-    named = {guard(g).name for guard in (kill_switch, safety_mode, resolved)}
-    assert named == {"kill_switch", "safety_mode", "resolved"}
-    assert kill_switch(g).detail == "ok"
-    off = guard_input("auto", enabled=False)
-    assert kill_switch(off).detail == "actions are disabled (actions.enabled = false)"
-
-
-def test_a_group_marked_resolved_is_resolved_whatever_its_alerts_say() -> None:
-    mixed = notification(status="resolved").model_copy(
-        update={"alerts": notification().alerts}  # a firing alert inside
+def test_blocking_details_say_what_to_change() -> None:
+    assert kill_switch(guard_input(enabled=False)).detail == (
+        "actions are disabled (actions.enabled = false)"
     )
-    g = GuardInput("restart", guard_input().spec, guard_input().settings, "auto", None, mixed)
-    verdict = resolved(g)
-    assert (verdict.passed, verdict.escalate) == (False, False)
+    assert safety_mode(guard_input()).detail.endswith(
+        "(set actions.auto_remediate = true or listen --auto-remediate)"
+    )
+    g = guard_input()
+    note = notification(status="resolved")
+    blocked = resolved(GuardInput(g.action, g.spec, g.settings, "auto", notification=note))
+    assert (blocked.passed, blocked.detail) == (False, "the notification is resolved")
 
 
-def test_already_handled_looks_back_exactly_one_day(tmp_path: Path) -> None:
-    actions = {**ON, "restart": touch_action(tmp_path / "r")}
-    assert make_runner(tmp_path, actions).run(auto()).outcome == "verified"
-    later = make_runner(tmp_path, actions)
-    later.clock = later.history.clock = lambda: time.time() + 24.5 * 3600
-    assert later.run(auto()).outcome == "verified"  # 24.5 h ago: beyond the look-back
+def test_a_resolved_group_is_resolved_even_with_an_alert_still_listed_firing() -> None:
+    g = guard_input()
+    note = Notification.model_validate(
+        {"status": "resolved", "alerts": [{"labels": {"alertname": "PredictorDown"}}]}
+    )
+    assert note.firing  # the alert says firing; the notification says resolved
+    assert not resolved(GuardInput(g.action, g.spec, g.settings, "auto", notification=note)).passed
