@@ -7,6 +7,7 @@ limits only keep a broken build from hanging.
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import sys
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 
 from market_agent.audit import AuditLog
 from market_agent.listen.admission import Listener
-from market_agent.listen.connections import ConnectionLimits, bounded_server
+from market_agent.listen.connections import ConnectionEvents, ConnectionLimits, bounded_server
 from market_agent.listen.http import WebhookApp, bind_socket
 from market_agent.settings import ListenSettings
 from tests.helpers import ManagedProcess, free_port
@@ -343,3 +344,26 @@ def test_accept_failures_are_summarised_and_the_listener_recovers(tmp_path, loop
     lines = log_lines(tmp_path)
     assert len(lines) < 20, "\n".join(lines[:40])
     assert not any("Traceback" in line for line in lines)
+
+
+def test_accept_retries_left_after_the_socket_closed_are_not_tracebacks() -> None:
+    """Python 3.11 schedules one accept retry per EMFILE; after shutdown each would
+    print a traceback through the loop's default handler."""
+
+    def _start_serving() -> None: ...
+
+    class Handle:
+        _callback = _start_serving
+
+    defaulted: list[dict[str, object]] = []
+
+    async def report() -> None:
+        loop = asyncio.get_running_loop()
+        loop.default_exception_handler = defaulted.append  # type: ignore[method-assign]
+        events = ConnectionEvents(ConnectionLimits(10, 1.0, 2.0, 1.0))
+        for _ in range(3):
+            events.handle_loop_exception(loop, {"exception": KeyError(7), "handle": Handle()})
+        events.handle_loop_exception(loop, {"exception": KeyError(7), "handle": None})
+
+    asyncio.run(report())
+    assert len(defaulted) == 1  # only the unrelated one reaches the default handler

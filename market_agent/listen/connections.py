@@ -144,7 +144,20 @@ class ConnectionEvents:
             what = context.get("message", "socket error")
             self.warnings.note(f"{what}: {exc.strerror or exc}; new connections wait or fail")
             return
+        if _is_late_accept_retry(context):
+            self.timeouts.note("accept retries left over from a descriptor shortage: ignored")
+            return
         loop.default_exception_handler(context)
+
+
+def _is_late_accept_retry(context: dict[str, Any]) -> bool:
+    """An accept retry that asyncio scheduled after an EMFILE and that ran once the
+    listening socket was closed (Python 3.11 schedules one per failed accept: at shutdown
+    each would print a traceback). Harmless: there is nothing left to accept on."""
+    callback = getattr(context.get("handle"), "_callback", None)
+    return getattr(callback, "__name__", "") == "_start_serving" and isinstance(
+        context.get("exception"), KeyError | ValueError | OSError
+    )
 
 
 class _Bounded:
