@@ -196,3 +196,54 @@ def test_remediator_never_raises(tmp_path: Path) -> None:
     (tmp_path / "audit.jsonl").mkdir()  # the audit log cannot be written
     note = notification()
     assert handler.handle(analysis_of(note, action="escalate"), note) is None
+
+
+class DeadPrometheus:
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, float]] = []
+
+    def holds(self, expr: str, timeout: float) -> tuple[bool, str]:
+        self.asked.append((expr, timeout))
+        return False, "connection refused"
+
+
+def test_an_automatic_run_prometheus_cannot_verify_is_not_run_and_escalates(
+    tmp_path: Path,
+) -> None:
+    notifier = RecordingNotifier()
+    action = {**touch_action(tmp_path / "ran"), "verify_query": "up == 1", "verify_timeout": 30}
+    runner = make_runner(tmp_path, {**ON, "restart": action}, notifier=notifier)
+    prometheus = DeadPrometheus()
+    runner.verifier.condition = prometheus
+    result = runner.run(auto())
+    assert result.outcome == "blocked"
+    assert not (tmp_path / "ran").exists()
+    assert prometheus.asked == [("vector(1)", 5.0)]
+    assert [e["reason"] for e in notifier.events] == ["prometheus_unreachable"]
+    guards = [r for r in records(tmp_path, "action") if r["step"] == "guard"]
+    assert [(g["guard"], g["outcome"]) for g in guards] == [("verification", "blocked")]
+
+
+def test_a_manual_run_does_not_ask_prometheus_first(tmp_path: Path) -> None:
+    action = {**touch_action(tmp_path / "ran"), "verify_query": "up == 1", "verify_health": True}
+    runner = make_runner(tmp_path, {"restart": action})
+    prometheus = DeadPrometheus()
+    runner.verifier.condition = prometheus
+    runner.run(ActionRequest("restart"))
+    assert (tmp_path / "ran").exists()
+    assert ("vector(1)", 5.0) not in prometheus.asked
+
+
+def test_params_come_only_from_labels_every_firing_alert_shares(tmp_path: Path) -> None:
+    action = touch_action(tmp_path / "ran")
+    action["argv"] = [*action["argv"], "{instance}", "{job}"]
+    action["params"] = {"instance": "default-instance"}
+    runner = make_runner(tmp_path, {**ON, "restart": action})
+    note = notification()
+    other = note.alerts[0].model_copy(
+        update={"labels": {**note.alerts[0].labels, "instance": "10.0.0.2:8000"}}
+    )
+    group = note.model_copy(update={"alerts": [note.alerts[0], other]})
+    runner.run(auto(group))
+    started = records(tmp_path, "action")[0]
+    assert started["plan"]["steps"][0]["argv"][-2:] == ["default-instance", "market-predictor"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any
 
-from market_agent.listen.admission import DedupIndex, alert_keys
+from market_agent.listen.admission import DedupIndex, alert_keys, webhook_record
 from market_agent.models import Notification
 
 
@@ -33,6 +33,23 @@ def test_label_keys_ignore_label_order_and_differ_by_value() -> None:
     assert alert_keys(one) == alert_keys(same)
     assert alert_keys(one) != alert_keys(other)
     assert alert_keys(one)[0].startswith("labels:")
+
+
+def test_label_keys_are_stable_across_versions() -> None:
+    # Journaled keys are compared after a restart (and an upgrade): the hash must not drift.
+    assert alert_keys(note({"labels": {"a": "1", "b": "2"}})) == ["labels:5f13efef7cdd95e7|firing|"]
+
+
+def test_the_journaled_record_names_its_notification_and_keys() -> None:
+    group = note({"labels": {"alertname": "X"}}, status="firing")
+    fields = {"id": "n1", "source": "webhook", "group_key": "", "status": "firing"}
+    from_model = webhook_record(group, "n1", ["k"])
+    from_body = webhook_record(group, "n1", ["k"], payload={"as": "received"})
+    for record in (from_model, from_body):
+        assert {key: record[key] for key in fields} == fields
+        assert (record["alertnames"], record["alert_keys"]) == (["X"], ["k"])
+    assert from_model["payload"]["alerts"][0]["labels"] == {"alertname": "X"}
+    assert from_body["payload"] == {"as": "received"}
 
 
 def test_lookup_is_none_while_any_key_is_new() -> None:
