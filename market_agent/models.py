@@ -228,6 +228,17 @@ class PolicyOverride(BaseModel):
     rule: Any
 
 
+class Evidence(BaseModel):
+    """One finding an analysis rests on: a log signature, a metric, an investigation step."""
+
+    #: Where it came from: `logs`, `metrics`, `health`, or `investigation:<step id>`.
+    source: str
+    summary: str
+    count: int | None = None
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+
+
 class Usage(BaseModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -279,6 +290,8 @@ class Analysis(Verdict):
     notification_id: str | None = None
     #: What the policy changed in the LLM's verdict (empty for the rules).
     policy_overrides: list[PolicyOverride] = Field(default_factory=list)
+    #: What the verdict rests on beyond the alert's labels (log signatures, tool results).
+    evidence: list[Evidence] = Field(default_factory=list)
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

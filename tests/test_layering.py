@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {PACKAGE, "errors", "models", "redact", "labels", "locks"},
     {"inputs", "render"},
     {"settings"},
-    {"audit", "clients"},
+    {"audit", "clients", "logs"},
     {"analysis"},
     {"actions"},
     {"state", "health"},
