@@ -9,38 +9,41 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from market_agent import __version__
-from market_agent.commands.analyze import analyze
+from market_agent.commands import analyze, listen, restart, status
+from market_agent.commands.help import Command, Group
 from market_agent.commands.history import history_app
-from market_agent.commands.listen import listen
-from market_agent.commands.restart import restart
-from market_agent.commands.status import status
 from market_agent.errors import ExitCode
 from market_agent.state import AppState
 
 if TYPE_CHECKING:
-    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import ClickException, UsageError
 
 app = typer.Typer(
     name="market-agent",
     help="On-call companion for the Market Predictor: analyse alerts, watch health, "
     "restart safely, keep an audit trail.",
+    cls=Group,
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: rich formatting costs ~0.1 s of start-up
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command()(analyze)
-app.command()(listen)
-app.command()(status)
-app.command()(restart)
+app.command(cls=Command, short_help=analyze.SHORT_HELP, epilog=analyze.EPILOG)(analyze.analyze)
+app.command(cls=Command, short_help=listen.SHORT_HELP, epilog=listen.EPILOG)(listen.listen)
+app.command(cls=Command, short_help=status.SHORT_HELP, epilog=status.EPILOG)(status.status)
+app.command(cls=Command, short_help=restart.SHORT_HELP, epilog=restart.EPILOG)(restart.restart)
 app.add_typer(history_app)
+
+
+#: Units for the numbers a metavar names, for messages ("at least 0.5 seconds").
+_UNITS = {"SECONDS": "seconds", "BYTES": "bytes"}
 
 
 def _version(value: bool) -> None:
@@ -57,12 +60,14 @@ def root(
         typer.Option(
             "--config",
             "-c",
-            help="TOML config file (default: $MARKET_AGENT_CONFIG, "
-            "./market-agent.toml, $XDG_CONFIG_HOME/market-agent/config.toml).",
+            metavar="PATH",
+            help="TOML config file [default: $MARKET_AGENT_CONFIG, else ./market-agent.toml, "
+            "else config.toml in $XDG_CONFIG_HOME/market-agent].",
         ),
     ] = None,
     audit_log: Annotated[
-        Path | None, typer.Option("--audit-log", help="Audit log path (JSON Lines).")
+        Path | None,
+        typer.Option("--audit-log", metavar="PATH", help="Audit log path (JSON Lines)."),
     ] = None,
     no_audit: Annotated[
         bool, typer.Option("--no-audit", help="Do not write the audit log (pure CI use).")
@@ -73,11 +78,17 @@ def root(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    """Settings are loaded once, lazily, and shared by the command through ctx.obj."""
+    """Settings are loaded once, lazily, and shared by the command through ctx.obj.
+
+    Global options go before or after the command (`analyze f.json --no-audit`).
+    """
     overrides: dict[str, object] = {"audit.path": audit_log}
     if no_audit:
         overrides["audit.enabled"] = False
-    ctx.obj = AppState(config_path=config, debug=debug or _env_debug(), overrides=overrides)
+    flags = {"audit.path": "--audit-log", "audit.enabled": "--no-audit"}
+    ctx.obj = AppState(
+        config_path=config, debug=debug or _env_debug(), overrides=overrides, flags=flags
+    )
 
 
 def _env_debug() -> bool:
@@ -112,15 +123,15 @@ def _command() -> Any:
     return typer.main.get_command(app)
 
 
-def _click_exceptions() -> tuple[type[Exception], type[ClickException]]:
+def _click_exceptions() -> tuple[type[Exception], type[ClickException], type[UsageError]]:
     """Typer >= 0.20 vendors click; older ones use the real package (same interface;
     mypy checks against the installed Typer's)."""
     if not TYPE_CHECKING:
         try:
-            from typer._click.exceptions import ClickException
+            from typer._click.exceptions import ClickException, UsageError
         except ImportError:  # pragma: no cover - depends on the installed Typer
-            from click.exceptions import ClickException
-    return typer.Abort, ClickException
+            from click.exceptions import ClickException, UsageError
+    return typer.Abort, ClickException, UsageError
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -128,11 +139,14 @@ def run(argv: list[str] | None = None) -> int:
     from market_agent.errors import MarketAgentError
     from market_agent.render import error
 
-    abort, click_exception = _click_exceptions()
+    abort, click_exception, _ = _click_exceptions()
     command = _command()
-    debug = "--debug" in (argv if argv is not None else sys.argv) or _env_debug()
+    options, rest = split_global_options(sys.argv[1:] if argv is None else argv, command)
+    debug = "--debug" in options or _env_debug()
     try:
-        result = command.main(args=argv, prog_name="market-agent", standalone_mode=False)
+        result = command.main(
+            args=[*options, *rest], prog_name="market-agent", standalone_mode=False
+        )
     except MarketAgentError as exc:
         _maybe_traceback(debug)
         error(exc.message)
@@ -141,7 +155,7 @@ def run(argv: list[str] | None = None) -> int:
         error("aborted")
         return int(ExitCode.INTERRUPTED)
     except click_exception as exc:
-        exc.show()
+        _in_plain_words(exc).show()
         return int(ExitCode.USAGE)
     except KeyboardInterrupt:
         error("interrupted")
@@ -170,3 +184,77 @@ def _silence_broken_pipe() -> None:
     # stdout's reader went away (e.g. `| head`): don't let the interpreter complain at exit.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
+
+
+def split_global_options(argv: list[str], root: Any) -> tuple[list[str], list[str]]:
+    """(the root command's options with their values, the rest of `argv`): given back
+    in that order to the parser, global options work after the command too
+    (`history verify --audit-log X`).
+
+    The set comes from the root's own parameters, so a new global option needs no code
+    here. An option of the command being parsed wins over a global one of the same
+    name, option values are skipped over, and nothing after `--` moves.
+    """
+    global_options = _value_flags(root, skip_help=True)
+    hoisted: list[str] = []
+    kept: list[str] = []
+    command, index = root, 0
+    while index < len(argv):
+        if argv[index] == "--":
+            kept += argv[index:]
+            break
+        local = _value_flags(command, skip_help=False) if command is not root else {}
+        flag, width = _option_at(argv[index], local)
+        if flag is None:
+            flag, width = _option_at(argv[index], global_options)
+            if flag is not None:
+                hoisted += argv[index : index + width]
+                index += width
+                continue
+            command = getattr(command, "commands", {}).get(argv[index], command)
+        kept += argv[index : index + width]
+        index += width
+    return hoisted, kept
+
+
+def _option_at(arg: str, flags: Mapping[str, bool]) -> tuple[str | None, int]:
+    """The flag of `flags` that `arg` is (else None), and how many args it spans:
+    2 for `--audit-log X`, 1 for `--audit-log=X`, `-cFILE` or a flag without value."""
+    name, equals, _ = arg.partition("=")
+    if name in flags:
+        return name, 2 if flags[name] and not equals else 1
+    if not arg.startswith("--") and flags.get(arg[:2]):
+        return arg[:2], 1
+    return None, 1
+
+
+@functools.cache
+def _value_flags(command: Any, *, skip_help: bool) -> dict[str, bool]:
+    """Each option flag of `command` -> whether it takes a value."""
+    flags: dict[str, bool] = {}
+    for param in command.params:
+        if param.param_type_name != "option" or (skip_help and param.name == "help"):
+            continue
+        for flag in (*param.opts, *param.secondary_opts):
+            flags[flag] = not (param.is_flag or param.count)
+    return flags
+
+
+def _in_plain_words(exc: ClickException) -> ClickException:
+    """A bad option value in this project's words, not the validation library's:
+    `--watch must be at least 0.5 seconds (got 0.1)`."""
+    from market_agent.commands.help import argument_name
+    from market_agent.errors import describe_problem
+
+    param = getattr(exc, "param", None)
+    errors = getattr(exc.__cause__, "errors", None)
+    if param is None or not callable(errors):
+        return exc
+    if param.param_type_name == "argument":
+        subject = argument_name(param)
+    else:
+        subject = max(param.opts, key=len)
+    unit = _UNITS.get(str(param.metavar), "")
+    message = "; ".join(describe_problem(e, subject, unit=unit) for e in errors())
+    usage_error = _click_exceptions()[2]
+    return usage_error(message, ctx=getattr(exc, "ctx", None))

@@ -36,6 +36,8 @@ class AppState:
     debug: bool = False
     #: Dotted-key settings overrides from command-line flags.
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: The flag behind each override (`{"listen.port": "--port"}`), for error messages.
+    flags: dict[str, str] = field(default_factory=dict)
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -50,13 +52,14 @@ class AppState:
     def settings(self) -> Settings:
         from market_agent.settings import load_settings
 
-        return load_settings(self.config_path, self.overrides)
+        return load_settings(self.config_path, self.overrides, flags=self.flags)
 
-    def override(self, values: Mapping[str, Any]) -> None:
+    def override(self, values: Mapping[str, Any], flags: Mapping[str, str] | None = None) -> None:
         """Apply command-level flags; only before the settings are first used."""
         if "settings" in self.__dict__:
             raise RuntimeError("settings already loaded")
         self.overrides.update({k: v for k, v in values.items() if v is not None})
+        self.flags.update(flags or {})
 
     @cached_property
     def audit_log(self) -> AuditLog | None:

@@ -75,12 +75,15 @@ def test_defaults_are_safe() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('[actions.restart]\nargv = ["x"]\nargx = 1\n', "key 'actions.restart.argx': unknown key"),
+        (
+            '[actions.restart]\nargv = ["x"]\nargx = 1\n',
+            "unknown key 'actions.restart.argx' (did you mean 'actions.restart.argv'",
+        ),
         ("[actions.restart]\nbackend = 'systemd'\n", "key 'actions.restart': "),
         ("[actions.restart]\nbackend = 'ssh'\nargv = ['x']\n", "key 'actions.restart.backend'"),
         ("[actions.restart]\nargv = ['x', '{hostname}']\n", "unknown placeholder {hostname}"),
         ("[actions.restart]\nargv = ['x']\ntimeout = '5 parsecs'\n", "actions.restart.timeout"),
-        ("[actions]\nenabld = true\n", "unknown key 'enabld'"),
+        ("[actions]\nenabld = true\n", "unknown key 'enabld' (did you mean 'enabled'?)"),
         ("[actions]\nmin_confidence = 2\n", "key 'actions.min_confidence'"),
         ("[notifiers.x]\ntype = 'webhook'\n", "key 'notifiers.x.url'"),
         ("[notifiers.x]\nurl = 'https://a'\nretries = 3\n", "key 'notifiers.x.retries'"),

@@ -57,10 +57,10 @@ def test_config_file_discovery_order(monkeypatch, tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[llm\nmodel=1", "invalid TOML"),
-        ("[llm]\nmodle = 'x'\n", "key 'llm.modle': unknown key"),
-        ("[llm]\ntimeout = 'soon'\n", "key 'llm.timeout'"),
-        ("[predictor]\ntimeout = -1\n", "key 'predictor.timeout'"),
-        ("surprise = 1\n", "key 'surprise': unknown key"),
+        ("[llm]\nmodle = 'x'\n", "unknown key 'llm.modle' (did you mean 'llm.model'?)"),
+        ("[llm]\ntimeout = 'soon'\n", "key 'llm.timeout' must be a number"),
+        ("[predictor]\ntimeout = -1\n", "key 'predictor.timeout' must be more than 0 seconds"),
+        ("surprise = 1\n", "unknown key 'surprise'"),
     ],
 )
 def test_bad_config_names_file_and_key(tmp_path: Path, text: str, message: str) -> None:

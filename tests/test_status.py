@@ -481,7 +481,7 @@ def test_watch_json_streams_reports_until_interrupted(stack, monkeypatch):
     reports = result.json_lines()
     assert [r["overall"] for r in reports] == ["healthy", "unhealthy"]
     assert sleeps == [2.0, 2.0]
-    assert result.exit_code == 1  # the state when it was stopped
+    assert result.exit_code == 130  # Ctrl-C: interrupted, as for every command
 
 
 # Time bounds, with real sockets ---------------------------------------------------

@@ -7,9 +7,26 @@ from typing import Annotated
 
 import typer
 
+from market_agent.commands.help import epilog
 from market_agent.errors import ExitCode
 
 SEVERITIES = ["critical", "high", "medium", "low", "info"]
+
+SHORT_HELP = "Explain saved alerts: severity, cause, what to do."
+EPILOG = epilog(
+    [
+        "market-agent analyze examples/alerts/predictor-down.json",
+        "market-agent analyze --json --fail-on warning alerts/*.json",
+        "amtool --output json alert query | market-agent analyze -",
+    ],
+    [
+        (ExitCode.OK, "analysed; nothing at or above --fail-on"),
+        (ExitCode.ALERT, "an analysis at or above --fail-on"),
+        (ExitCode.USAGE, "bad usage, configuration or input (the rest is analysed)"),
+        (ExitCode.AUDIT, "the audit log cannot be written (--no-audit skips it)"),
+        (ExitCode.INTERRUPTED, "interrupted (Ctrl-C)"),
+    ],
+)
 
 
 def analyze(
@@ -17,7 +34,7 @@ def analyze(
     files: Annotated[
         list[str] | None,
         typer.Argument(
-            metavar="FILE...",
+            metavar="FILE",
             help="Webhook JSON, /api/v2/alerts JSON or JSON Lines files; - is stdin.",
         ),
     ] = None,
@@ -30,8 +47,8 @@ def analyze(
         typer.Option(
             "--fail-on",
             metavar="SEVERITY",
-            help="Exit 1 when any analysis is at or above SEVERITY "
-            "(critical|high|medium|low|info).",
+            help="Exit 1 when any analysis is at or above SEVERITY: critical, high, "
+            "medium, low, info, or a severity label that maps to one (warning, p1, ...).",
         ),
     ] = None,
     context: Annotated[
@@ -86,17 +103,26 @@ def analyze(
 
 
 def _parse_severity(value: str | None) -> str | None:
+    """A severity, or a label that the analyzer maps to one (`warning` -> medium)."""
     if value is None:
         return None
-    normalized = value.strip().lower()
-    if normalized not in SEVERITIES:
+    from market_agent.analysis.severity import severity_map
+
+    word = value.strip().lower()
+    if word in SEVERITIES:
+        return word
+    level = severity_map().get(word)
+    if level is None:
+        labels = ", ".join(sorted(set(severity_map()) - set(SEVERITIES)))
         raise typer.BadParameter(
-            f"{value!r} is not one of {', '.join(SEVERITIES)}", param_hint="--fail-on"
+            f"{value!r} is not a severity: use {', '.join(SEVERITIES)}, "
+            f"or a label that maps to one ({labels})",
+            param_hint="--fail-on",
         )
-    return normalized
+    return level.value
 
 
 def _stdin_or_usage_error() -> list[str]:
     if sys.stdin is None or sys.stdin.isatty():
-        raise typer.BadParameter("give one or more files, or - to read stdin", param_hint="FILES")
+        raise typer.BadParameter("give one or more files, or - to read stdin", param_hint="FILE...")
     return ["-"]

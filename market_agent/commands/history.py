@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from market_agent.commands.help import Command, Group, epilog
+from market_agent.errors import ExitCode
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -17,9 +21,40 @@ if TYPE_CHECKING:
 
 Summary = dict[str, Any]
 
+
+class RecordKind(StrEnum):
+    """Every `kind` of audit record, as its writers name it (tests/test_cli_options.py
+    checks the source for kinds missing here)."""
+
+    NOTIFICATION = "notification"
+    ANALYSIS = "analysis"
+    ANALYSIS_ATTEMPT = "analysis_attempt"
+    ANALYSIS_FAILED = "analysis_failed"
+    ACTION = "action"
+    ESCALATION = "escalation"
+    JOURNAL_RESUMED = "journal_resumed"
+    ROTATION = "rotation"
+
+
+_READ_CODES = [
+    (ExitCode.OK, "done"),
+    (ExitCode.USAGE, "bad usage or configuration"),
+    (ExitCode.AUDIT, "the audit log cannot be read"),
+]
+
 history_app = typer.Typer(
     name="history",
+    cls=Group,
     help="Read the audit log: records, action effectiveness, one action's chain, integrity.",
+    short_help="Read the audit log: records, effectiveness, one action, integrity.",
+    epilog=epilog(
+        [
+            "market-agent history --alert PredictorDown --since 2h",
+            "market-agent history --kind analysis_failed --json --limit 10",
+            "market-agent history verify",
+        ],
+        _READ_CODES,
+    ),
     no_args_is_help=False,
     rich_markup_mode=None,
 )
@@ -42,8 +77,12 @@ def _audit_files(ctx: typer.Context) -> list[Path]:
 def history(
     ctx: typer.Context,
     kind: Annotated[
-        list[str] | None,
-        typer.Option("--kind", metavar="KIND", help="notification, analysis, action, escalation."),
+        list[RecordKind] | None,
+        typer.Option(
+            "--kind",
+            metavar="KIND",
+            help=f"Only records of this kind (repeatable): {', '.join(RecordKind)}.",
+        ),
     ] = None,
     alert: Annotated[
         str | None, typer.Option("--alert", metavar="NAME", help="Only records about this alert.")
@@ -70,7 +109,7 @@ def history(
     from market_agent.audit.query import Query, parse_time, select
 
     query = Query(
-        kinds=frozenset(kind or ()),
+        kinds=frozenset(k.value for k in kind or ()),
         alert=alert,
         since=parse_time(since) if since else None,
         until=parse_time(until) if until else None,
@@ -83,7 +122,14 @@ def history(
         _print(records_table(record for _, record in found))
 
 
-@history_app.command("stats")
+@history_app.command(
+    "stats",
+    cls=Command,
+    short_help="Effectiveness per alert and action: attempts, successes, recovery.",
+    epilog=epilog(
+        ["market-agent history stats --since 7d", "market-agent history stats --json"], _READ_CODES
+    ),
+)
 def stats(ctx: typer.Context, since: SinceOpt = None, json_output: JsonOpt = False) -> None:
     """Action effectiveness per (alertname, action): attempts, successes, time to recover."""
     from market_agent.audit.effectiveness import compute
@@ -97,7 +143,15 @@ def stats(ctx: typer.Context, since: SinceOpt = None, json_output: JsonOpt = Fal
         _print(stats_table(rows))
 
 
-@history_app.command("show")
+@history_app.command(
+    "show",
+    cls=Command,
+    short_help="One action with its whole chain, from notification to outcome.",
+    epilog=epilog(
+        ["market-agent history show 3f2a9c", "market-agent history show 3f2a9c --json"],
+        _READ_CODES,
+    ),
+)
 def show(
     ctx: typer.Context,
     action_id: Annotated[str, typer.Argument(metavar="ID", help="Action id (or a unique prefix).")],
@@ -113,7 +167,18 @@ def show(
         _print(chain_table(chain.action_id, [record for _, record in chain.records]))
 
 
-@history_app.command("verify")
+@history_app.command(
+    "verify",
+    cls=Command,
+    short_help="Check the audit log's hash chain across rotated files.",
+    epilog=epilog(
+        [
+            "market-agent history verify",
+            "market-agent history verify --expect-head HASH --json",
+        ],
+        [*_READ_CODES, (ExitCode.TAMPERED, "the hash chain is broken, or HASH is not in it")],
+    ),
+)
 def verify(
     ctx: typer.Context,
     expect_head: Annotated[

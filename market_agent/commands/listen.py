@@ -3,30 +3,73 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+
+from market_agent.commands.help import epilog
+from market_agent.errors import ExitCode
+
+#: The choices of `[listen]` (market_agent.settings.ListenSettings), here so that
+#: `--help` does not import the settings; tests/test_cli_options.py keeps them equal.
+AnalysisMode = Literal["process", "threads"]
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+#: The flag behind each setting `listen` overrides, for error messages.
+FLAGS = {
+    "listen.host": "--host",
+    "listen.port": "--port",
+    "listen.token_file": "--token-file",
+    "listen.insecure_no_auth": "--insecure-no-auth",
+    "listen.workers": "--workers",
+    "listen.analysis": "--analysis",
+    "listen.queue_size": "--queue-size",
+    "listen.grace_period": "--grace-period",
+    "listen.log_format": "--log-format",
+    "listen.log_level": "--log-level",
+    "actions.auto_remediate": "--auto-remediate",
+}
+
+SHORT_HELP = "Receive Alertmanager webhooks and analyse them in the background."
+EPILOG = epilog(
+    [
+        "market-agent listen --token-file ~/.config/market-agent/webhook-token",
+        "market-agent listen --host 0.0.0.0 --port 9095 --log-format json",
+        "market-agent listen --no-llm --analysis threads --workers 4",
+    ],
+    [
+        (ExitCode.OK, "stopped by SIGTERM or SIGINT after draining the queue"),
+        (ExitCode.USAGE, "bad usage or configuration (e.g. no token off loopback)"),
+        (ExitCode.AUDIT, "the audit log cannot be opened or written"),
+    ],
+)
 
 
 def listen(
     ctx: typer.Context,
     host: Annotated[
-        str | None, typer.Option("--host", help="Address to bind [default: 127.0.0.1].")
+        str | None,
+        typer.Option("--host", metavar="ADDRESS", help="Address to bind [default: 127.0.0.1]."),
     ] = None,
-    port: Annotated[int | None, typer.Option("--port", help="TCP port [default: 9095].")] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", metavar="PORT", min=0, max=65535, help="TCP port [default: 9095]."),
+    ] = None,
     token_file: Annotated[
         Path | None,
-        typer.Option("--token-file", help="File holding the webhook bearer token."),
+        typer.Option("--token-file", metavar="FILE", help="File holding the webhook bearer token."),
     ] = None,
     insecure_no_auth: Annotated[
         bool,
         typer.Option("--insecure-no-auth", help="Allow a non-loopback bind without a token."),
     ] = False,
     workers: Annotated[
-        int | None, typer.Option("--workers", min=1, help="Analysis threads [default: 2].")
+        int | None,
+        typer.Option("--workers", metavar="N", min=1, help="Analysis threads [default: 2]."),
     ] = None,
     analysis: Annotated[
-        str | None,
+        AnalysisMode | None,
         typer.Option(
             "--analysis",
             metavar="process|threads",
@@ -38,6 +81,7 @@ def listen(
         int | None,
         typer.Option(
             "--queue-size",
+            metavar="N",
             min=1,
             help="Notifications waiting for analysis before 503 [default: 1000].",
         ),
@@ -45,14 +89,21 @@ def listen(
     grace_period: Annotated[
         float | None,
         typer.Option(
-            "--grace-period", min=0, help="Seconds to drain the queue on SIGTERM [default: 10]."
+            "--grace-period",
+            metavar="SECONDS",
+            min=0,
+            help="Seconds to drain the queue on SIGTERM [default: 10].",
         ),
     ] = None,
     log_format: Annotated[
-        str | None, typer.Option("--log-format", help="Log lines on stderr: text or json.")
+        LogFormat | None,
+        typer.Option("--log-format", metavar="text|json", help="Log lines on stderr."),
     ] = None,
     log_level: Annotated[
-        str | None, typer.Option("--log-level", help="debug, info, warning or error.")
+        LogLevel | None,
+        typer.Option(
+            "--log-level", metavar="LEVEL", help="debug, info, warning or error [default: info]."
+        ),
     ] = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Use the rule analyzer only.")] = False,
     auto_remediate: Annotated[
@@ -94,7 +145,8 @@ def listen(
             "listen.log_format": log_format,
             "listen.log_level": log_level,
             "actions.auto_remediate": True if auto_remediate else None,
-        }
+        },
+        flags=FLAGS,
     )
     ctx.call_on_close(state.close)
     settings = state.settings

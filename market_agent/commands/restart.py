@@ -7,10 +7,31 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from market_agent.commands.help import epilog
+from market_agent.errors import ExitCode
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from market_agent.actions.runner import ActionResult, Preview
+
+SHORT_HELP = "Restart the predictor: approved, guarded, verified, rolled back."
+EPILOG = epilog(
+    [
+        "market-agent restart --dry-run",
+        'market-agent restart --reason "stuck after deploy"',
+        "market-agent restart --action failover --yes --json",
+    ],
+    [
+        (ExitCode.OK, "done and verified"),
+        (ExitCode.USAGE, "bad usage or configuration"),
+        (ExitCode.AUDIT, "the audit log cannot be written"),
+        (ExitCode.BLOCKED, "refused or blocked by a guard (also such a --dry-run)"),
+        (ExitCode.ROLLED_BACK, "failed verification and was rolled back"),
+        (ExitCode.ACTION_FAILED, "failed and not recovered (escalated)"),
+        (ExitCode.INTERRUPTED, "interrupted (Ctrl-C)"),
+    ],
+)
 
 
 def restart(
@@ -37,9 +58,7 @@ def restart(
 
     Shows exactly what will run and asks for confirmation; without a terminal it
     refuses unless --yes is given. Single flight and the circuit breaker apply
-    (--force overrides the breaker only). Exit codes: 0 verified; 5 refused or
-    blocked (also a --dry-run that would be blocked); 6 failed verification and
-    rolled back; 7 failed and not recovered (escalated).
+    (--force overrides the breaker only).
     """
     from market_agent.actions.factory import reconcile_at_startup
     from market_agent.actions.runner import ActionRequest

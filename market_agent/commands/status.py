@@ -6,14 +6,32 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+
+from market_agent.commands.help import epilog
+from market_agent.errors import ExitCode
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from market_agent.health import StatusReport
+
+SHORT_HELP = "Health of the predictor, Prometheus, Alertmanager and the agent."
+EPILOG = epilog(
+    [
+        "market-agent status",
+        "market-agent status --json | jq .overall",
+        "market-agent status --watch 5",
+    ],
+    [
+        (ExitCode.OK, "all healthy"),
+        (ExitCode.ALERT, "something is degraded, unhealthy or unreachable"),
+        (ExitCode.USAGE, "bad usage or configuration"),
+        (ExitCode.INTERRUPTED, "--watch stopped with Ctrl-C"),
+    ],
+)
 
 STATE_STYLE = {
     "healthy": "green",
@@ -42,9 +60,6 @@ def status(
     Prometheus scrape target; request rate, error ratio and p95 latency over 5
     minutes; active alerts and silences for it; the config file, audit log and
     last analysis. The three are probed in parallel, each within its timeout.
-    Exit 0 when all is healthy, 1 when anything is degraded, unhealthy or
-    unreachable (also the last state when --watch is stopped), 2 on a
-    configuration error.
     """
     from market_agent.health import collect_status
 
@@ -71,28 +86,21 @@ def _show(report: StatusReport, json_output: bool) -> StatusReport:
     return report
 
 
-def _watch(probe: Callable[[], StatusReport], seconds: float, json_output: bool) -> StatusReport:
-    """Probe every `seconds` until Ctrl-C; returns the last report."""
+def _watch(probe: Callable[[], StatusReport], seconds: float, json_output: bool) -> NoReturn:
+    """Probe every `seconds` until Ctrl-C, which exits 130 like any interrupted command."""
     report = probe()
     if json_output or not sys.stdout.isatty():
-        try:
-            while True:
-                _show(report, json_output)
-                report = _next(probe, seconds)
-        except KeyboardInterrupt:
-            return report
+        while True:
+            _show(report, json_output)
+            report = _next(probe, seconds)
     from rich.live import Live
 
     from market_agent.render import stdout_console
 
     with Live(status_view(report), console=stdout_console(), auto_refresh=False) as live:
-        try:
-            while True:
-                report = _next(probe, seconds)
-                live.update(status_view(report), refresh=True)
-        except KeyboardInterrupt:
-            pass
-    return report
+        while True:
+            report = _next(probe, seconds)
+            live.update(status_view(report), refresh=True)
 
 
 def _next(probe: Callable[[], StatusReport], seconds: float) -> StatusReport:

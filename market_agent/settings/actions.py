@@ -40,6 +40,7 @@ from pydantic import (
     model_validator,
 )
 
+from market_agent.errors import closest
 from market_agent.settings.base import Section as _Section
 from market_agent.settings.base import default_state_dir
 
@@ -196,9 +197,13 @@ class ActionsSettings(BaseModel):
         if isinstance(data, dict):
             for key, value in data.items():
                 if key not in GLOBAL_KEYS and not isinstance(value, dict | ActionSpec):
-                    raise ValueError(
-                        f"unknown key {key!r} (an action is a table, e.g. [actions.{key}])"
+                    near = closest(key, GLOBAL_KEYS)
+                    hint = (
+                        f"did you mean {near!r}?"
+                        if near
+                        else f"an action is a table: [actions.{key}]"
                     )
+                    raise ValueError(f"unknown key {key!r} ({hint})")
         return data
 
     @property

@@ -12,9 +12,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
+    BaseModel,
     Field,
     PrivateAttr,
     SecretStr,
@@ -23,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from market_agent.errors import ConfigError
-from market_agent.settings.actions import ActionsSettings, NotifierSettings
+from market_agent.errors import ConfigError, closest, describe_problem
+from market_agent.settings.actions import ActionSpec, ActionsSettings, NotifierSettings
 from market_agent.settings.base import Section as _Section
 from market_agent.settings.base import default_config_dir, default_state_dir
 
@@ -217,8 +218,13 @@ def load_settings(
     config_path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    flags: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Build the settings from file, environment and flag overrides (dotted keys)."""
+    """Build the settings from file, environment and flag overrides (dotted keys).
+
+    `flags` names the command-line flag behind an override (`{"listen.port":
+    "--port"}`), so that a problem with it is reported by the name the user typed.
+    """
     path = find_config_file(config_path)
     data = _read_toml(path) if path is not None else {}
     env_data = _env_overrides(os.environ if environ is None else environ)
@@ -227,11 +233,11 @@ def load_settings(
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, dotted, value)
-    origin = str(path) if path is not None else "settings"
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: {_first_error(exc, env_data)}") from None
+        names = {**{key: _env_name(key) for key in env_data}, **_given(overrides, flags)}
+        raise ConfigError(_describe(exc, path, names)) from None
     settings._source = path
     return settings
 
@@ -274,9 +280,64 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _first_error(exc: ValidationError, env_data: Mapping[str, str]) -> str:
-    error = exc.errors()[0]
-    key = ".".join(str(part) for part in error["loc"]) or "(top level)"
-    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-    via_env = f" (from ${ENV_PREFIX}{key.upper().replace('.', '__')})" if key in env_data else ""
-    return f"key '{key}'{via_env}: {message}"
+def _given(overrides: Mapping[str, Any] | None, flags: Mapping[str, str] | None) -> dict[str, str]:
+    """The flag behind each override that was given."""
+    given = {key for key, value in (overrides or {}).items() if value is not None}
+    return {key: flag for key, flag in (flags or {}).items() if key in given}
+
+
+def _env_name(key: str) -> str:
+    return f"${ENV_PREFIX}{key.upper().replace('.', '__')}"
+
+
+def _describe(exc: ValidationError, path: Path | None, names: Mapping[str, str]) -> str:
+    """Every problem, each as a sentence naming what the user wrote: the flag, the
+    environment variable or the config key (with a "did you mean" for a near miss)."""
+    problems = [_problem(error, names) for error in exc.errors(include_url=False)]
+    origin = f"config file {path}: " if path is not None else ""
+    if len(problems) == 1:
+        return origin + problems[0]
+    listed = "\n".join(f"  {problem}" for problem in problems)
+    return f"{origin or 'settings: '}{len(problems)} problems:\n{listed}"
+
+
+def _problem(error: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    loc = tuple(str(part) for part in error["loc"])
+    key = ".".join(loc) or "(top level)"
+    if error["type"] != "extra_forbidden":
+        unit = "seconds" if _is_seconds(loc) else ""
+        return describe_problem(error, names.get(key, f"key '{key}'"), unit=unit)
+    parents = loc[:-1]
+    near = closest(loc[-1], _known_keys(parents))
+    guess = ".".join([*parents, near]) if near else ""
+    if key in names:  # an environment variable
+        hint = f" (did you mean {_env_name(guess)}?)" if guess else ""
+        return f"{names[key]} is not a setting{hint}"
+    return f"unknown key '{key}'" + (f" (did you mean '{guess}'?)" if guess else "")
+
+
+def _is_seconds(loc: tuple[str, ...]) -> bool:
+    leaf = loc[-1] if loc else ""
+    return leaf.endswith(("timeout", "_period", "_seconds")) or leaf in ("window", "cooldown")
+
+
+def _known_keys(parents: tuple[str, ...]) -> list[str]:
+    """The keys a table accepts, found by walking the models along `parents`."""
+    model: Any = Settings
+    for part in parents:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:  # a name of the user's: an action or a notifier
+            model = ActionSpec if model is ActionsSettings else model
+            continue
+        model = _model_of(field.annotation)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    """The settings model inside `X`, `X | None` or `dict[str, X]`, if any."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
