@@ -19,6 +19,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from market_agent.errors import describe_problem
 from market_agent.models import ApiAlert, Notification, notification_from_api_alerts
 
 #: A single (non-JSON-Lines) document larger than this is refused.
@@ -28,6 +29,8 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 #: Deepest nesting of objects and arrays `listen` accepts in a notification (README).
 #: Alertmanager's own payloads are 4 deep; the pipeline's serialisers stop at 255.
 MAX_DEPTH = 64
+#: Validation problems named in one message about one document; the rest are counted.
+MAX_PROBLEMS_SHOWN = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +169,20 @@ def _loads(data: bytes) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        where = (
-            f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno}, column {exc.colno}"
-        )
-        raise PayloadError(f"not valid JSON: {exc.msg} ({where})") from None
+        raise PayloadError(_json_problem(exc, text)) from None
     except RecursionError:
         raise PayloadError("not valid JSON: nested too deeply") from None
+
+
+def _json_problem(exc: json.JSONDecodeError, text: str) -> str:
+    """`not valid JSON: ...`; a document cut short says so, and where it ends."""
+    content = text.rstrip()
+    if exc.pos >= len(content) or exc.msg.startswith("Unterminated string"):
+        line = content.count("\n") + 1
+        column = len(content) - (content.rfind("\n") + 1) + 1
+        return f"not valid JSON: it ended early at line {line} column {column} (truncated?)"
+    where = f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno}, column {exc.colno}"
+    return f"not valid JSON: {exc.msg} ({where})"
 
 
 def deeper_than(value: Any, limit: int) -> bool:
@@ -252,12 +263,20 @@ def _validate(model: type[_Model], value: Any, prefix: str = "") -> _Model:
 
 
 def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """`alerts[0].labels.severity: Input should be a valid string` (+ how many more)."""
+    """Every problem as a phrase naming the field: `alerts must not be empty;
+    alerts[0].labels.severity must be a string` (past ten, how many more)."""
     errors = exc.errors(include_url=False)
-    first = errors[0]
-    where = prefix + _location(first["loc"])
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return f"{where or 'payload'}: {first['msg']}{more}"
+    shown = [
+        describe_problem(
+            error,
+            prefix + _location(error["loc"]) or "payload",
+            table="an object",
+            array="an array",
+        )
+        for error in errors[:MAX_PROBLEMS_SHOWN]
+    ]
+    hidden = len(errors) - len(shown)
+    return "; ".join(shown) + (f"; and {hidden} more problems like these" if hidden else "")
 
 
 def _location(loc: tuple[Any, ...]) -> str:

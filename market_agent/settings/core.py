@@ -236,7 +236,8 @@ def load_settings(
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        names = {**{key: _env_name(key) for key in env_data}, **_given(overrides, flags)}
+        from_env = {key: f"{_env_name(key)} (setting {key})" for key in env_data}
+        names = {**from_env, **_given(overrides, flags)}
         raise ConfigError(_describe(exc, path, names)) from None
     settings._source = path
     return settings
@@ -312,7 +313,7 @@ def _problem(error: Mapping[str, Any], names: Mapping[str, str]) -> str:
     guess = ".".join([*parents, near]) if near else ""
     if key in names:  # an environment variable
         hint = f" (did you mean {_env_name(guess)}?)" if guess else ""
-        return f"{names[key]} is not a setting{hint}"
+        return f"{_env_name(key)} is not a setting{hint}"
     return f"unknown key '{key}'" + (f" (did you mean '{guess}'?)" if guess else "")
 
 
