@@ -96,10 +96,10 @@ def test_a_misspelt_action_setting_gets_a_suggestion(tmp_path: Path) -> None:
 
 def test_secrets_are_not_echoed_in_config_errors(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
-    config.write_text("[llm]\napi_kee = 'sk-secret'\napi_key = 12\n")
+    config.write_text("[llm]\napi_kee = 'sk-secret'\napi_key = 987654321\n")
     with pytest.raises(ConfigError) as caught:
         load_settings(config)
-    assert "sk-secret" not in caught.value.message and "12" not in caught.value.message
+    assert "sk-secret" not in caught.value.message and "987654321" not in caught.value.message
 
 
 def test_problem_phrases() -> None:
