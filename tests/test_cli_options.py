@@ -91,7 +91,7 @@ def test_config_after_the_command_is_read(tmp_path: Path) -> None:
     assert "absent.toml does not exist" in result.stderr
 
 
-def test_version_is_not_taken_for_a_value(tmp_path: Path) -> None:
+def test_nothing_after_a_double_dash_moves() -> None:
     result = run_cli("analyze", "--", "--no-audit")
     assert result.exit_code == ExitCode.USAGE
     assert "--no-audit: no such file" in result.stderr
