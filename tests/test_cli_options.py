@@ -14,8 +14,9 @@ from typing import Annotated, get_args
 import pytest
 import typer
 
-from market_agent.cli import _command, split_global_options
+from market_agent.cli import _command
 from market_agent.commands import listen
+from market_agent.commands.argv import split_global_options
 from market_agent.commands.history import RecordKind
 from market_agent.errors import ExitCode
 from market_agent.settings import ListenSettings
