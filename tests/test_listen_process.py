@@ -200,7 +200,7 @@ def restore_logging() -> Iterator[None]:
         (["listen", "--host", "0.0.0.0"], "refusing to serve on non-loopback address"),
         (["--no-audit", "listen"], "listen needs the audit log"),
         (["listen", "--token-file", "missing-file"], "cannot read missing-file"),
-        (["listen", "--log-format", "xml"], "listen.log_format"),
+        (["listen", "--log-format", "xml"], "--log-format: 'xml' is not one of 'text', 'json'"),
     ],
     ids=["non-loopback-no-token", "no-audit", "missing-token-file", "bad-log-format"],
 )
