@@ -60,10 +60,16 @@ def test_a_new_root_option_needs_no_code() -> None:
     @demo.command()
     def show(name: str) -> None: ...
 
+    @demo.command()
+    def tune(level: Annotated[str, typer.Option("--level")] = "") -> None: ...
+
+    command = typer.main.get_command(demo)
     argv = ["show", "--no-color", "x", "--level", "3"]
-    assert split_global_options(argv, typer.main.get_command(demo)) == (
-        ["--no-color", "--level", "3"],
-        ["show", "x"],
+    assert split_global_options(argv, command) == (["--no-color", "--level", "3"], ["show", "x"])
+    # A command's own option of the same name is its own.
+    assert split_global_options(["tune", "--level", "high"], command) == (
+        [],
+        ["tune", "--level", "high"],
     )
 
 

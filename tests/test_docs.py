@@ -77,3 +77,15 @@ def test_a_flag_documented_only_in_another_section_is_caught() -> None:
 def test_every_exit_code_is_in_the_readme_table() -> None:
     for code in ExitCode:
         assert re.search(rf"\| {code.value} \| `{code.name}` \|", README), code
+
+
+def test_every_audit_record_kind_is_in_the_history_section() -> None:
+    from market_agent.commands.history import RecordKind
+
+    history = _section(README, "history")
+    assert [kind for kind in RecordKind if f"`{kind.value}`" not in history] == []
+
+
+def test_global_options_are_documented_as_going_anywhere() -> None:
+    assert "go before or after it" in README
+    assert "--install-completion" in README and "--show-completion" in README
