@@ -118,7 +118,7 @@ def _json_lines(
         if not line.strip():
             continue
         try:
-            value = _loads(line)
+            value = _loads(line, one_line=True)
         except PayloadError as exc:
             yield InputProblem(name, number, str(exc))
             continue
@@ -159,7 +159,7 @@ def _to_parsed(name: str, line: int | None, value: Any) -> Parsed | InputProblem
         return InputProblem(name, line, str(exc))
 
 
-def _loads(data: bytes) -> Any:
+def _loads(data: bytes, *, one_line: bool = False) -> Any:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -169,18 +169,20 @@ def _loads(data: bytes) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise PayloadError(_json_problem(exc, text)) from None
+        raise PayloadError(_json_problem(exc, text, one_line)) from None
     except RecursionError:
         raise PayloadError("not valid JSON: nested too deeply") from None
 
 
-def _json_problem(exc: json.JSONDecodeError, text: str) -> str:
-    """`not valid JSON: ...`; a document cut short says so, and where it ends."""
+def _json_problem(exc: json.JSONDecodeError, text: str, one_line: bool) -> str:
+    """`not valid JSON: ...`; a document cut short says so, and where it ends (within
+    a JSON Lines line, whose number the caller gives, only the column)."""
     content = text.rstrip()
     if exc.pos >= len(content) or exc.msg.startswith("Unterminated string"):
         line = content.count("\n") + 1
         column = len(content) - (content.rfind("\n") + 1) + 1
-        return f"not valid JSON: it ended early at line {line} column {column} (truncated?)"
+        where = f"column {column}" if one_line else f"line {line} column {column}"
+        return f"not valid JSON: it ended early at {where} (truncated?)"
     where = f"column {exc.colno}" if exc.lineno == 1 else f"line {exc.lineno}, column {exc.colno}"
     return f"not valid JSON: {exc.msg} ({where})"
 

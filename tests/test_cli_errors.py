@@ -131,6 +131,16 @@ def test_input_problems_in_plain_words(tmp_path: Path, content: str, message: st
     assert "List should" not in result.stderr and "more problems" not in result.stderr
 
 
+def test_a_cut_off_json_lines_line_names_its_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    good = json.dumps({"status": "firing", "alerts": [{"labels": {"alertname": "X"}}]})
+    path.write_text(f'{good}\n{{"alerts": [\n')
+    result = run_cli("--no-audit", "analyze", "--json", str(path))
+    assert result.stderr == (
+        f"error: {path}: line 2: not valid JSON: it ended early at column 13 (truncated?)\n"
+    )
+
+
 def test_many_input_problems_are_counted_past_ten(tmp_path: Path) -> None:
     path = tmp_path / "in.json"
     path.write_text(json.dumps({"status": "firing", "alerts": [{"labels": 1}] * 12}))
