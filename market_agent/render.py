@@ -320,6 +320,10 @@ def _alert_meta(state: str, started: str | None, suppression: str) -> str:
     return text + (f" · {suppression}" if suppression else "")
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}" + ("" if number == 1 else "s")
+
+
 def _analysed_by(analysis: Analysis) -> str:
     who = analysis.analyzer + (f" ({analysis.model})" if analysis.model else "")
     return f"{who} · confidence {analysis.confidence:.2f} · {analysis.source}"
@@ -338,7 +342,9 @@ def fallback_note(reasons: Iterable[str | None]) -> str | None:
     if len(fallbacks) == 1:
         why = next(iter(fallbacks))
     else:
-        why = "; ".join(f"{reason} ({count} times)" for reason, count in fallbacks.most_common())
+        why = "; ".join(
+            f"{reason} ({_count(n, 'notification')})" for reason, n in fallbacks.most_common()
+        )
     if len(counted) == 1:
         return f"LLM not used, the rules answered: {why}"
     return f"LLM not used, the rules answered {total} of {len(counted)} notifications: {why}"
