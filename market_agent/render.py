@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
-    from rich.text import Text
+    from rich.text import Span, Text
 
     from market_agent.models import AlertSummary, Analysis
 
@@ -79,7 +79,29 @@ def on_terminal(out: Console) -> bool:
 
 def show(out: Console, renderable: RenderableType) -> None:
     """Print for the console's reader: wrapped to the terminal, or unwrapped and unpadded."""
-    out.print(renderable, soft_wrap=not on_terminal(out))
+    if on_terminal(out):
+        out.print(renderable)
+        return
+    text = None if out.color_system else _plain(renderable)
+    if text is None:
+        out.print(renderable, soft_wrap=True)
+    else:  # nothing to style or lay out: skip rich's per-line rendering (20,000 alerts: 5x)
+        out.file.write(text + "\n")
+        out.file.flush()
+
+
+def _plain(renderable: RenderableType) -> str | None:
+    """The text of a plain-output renderable (Text, or a Group of them), else None."""
+    from rich.console import Group
+    from rich.text import Text
+
+    if isinstance(renderable, Text):
+        return renderable.plain
+    if isinstance(renderable, Group):
+        parts = [_plain(part) for part in renderable.renderables]
+        texts = [part for part in parts if part is not None]
+        return "\n".join(texts) if len(texts) == len(parts) else None
+    return None
 
 
 def error(message: str) -> None:
@@ -118,40 +140,58 @@ def columns(
     """
     from rich.padding import Padding
     from rich.table import Table
-    from rich.text import Text
 
-    cells = [[Text(c) if isinstance(c, str) else c for c in row] for row in rows]
     if not terminal:
-        return _plain_columns(cells, indent, gap)
+        return _plain_columns(rows, indent, gap)
     grid = Table.grid(padding=(0, gap))
-    for _ in range(max((len(row) for row in cells), default=0)):
+    for _ in range(max((len(row) for row in rows), default=0)):
         grid.add_column(overflow="fold")
-    for row in cells:
+    for row in rows:
         grid.add_row(*row)
     return Padding(grid, (0, 0, 0, indent)) if indent else grid
 
 
-def _plain_columns(cells: list[list[Text]], indent: int, gap: int) -> Text:
-    from rich.text import Text
+def _plain_columns(rows: Sequence[Sequence[str | Text]], indent: int, gap: int) -> Text:
+    """One Text for all rows; built from strings, as it may hold 20,000 of them."""
+    from rich.cells import cell_len
+    from rich.text import Span, Text
 
+    texts = [[cell if isinstance(cell, str) else cell.plain for cell in row] for row in rows]
     widths: list[int] = []
-    for row in cells:
-        for index, cell in enumerate(row[:-1]):
-            width = cell.cell_len
+    for row_texts in texts:
+        for index, text in enumerate(row_texts[:-1]):
+            width = cell_len(text)
             if index == len(widths):
                 widths.append(width)
             elif width > widths[index]:
                 widths[index] = width
-    lines = []
-    for row in cells:
-        line = Text(" " * indent)
-        for index, cell in enumerate(row):
-            line.append_text(cell)
+    lines: list[str] = []
+    spans: list[Span] = []
+    offset = 0
+    for row, row_texts in zip(rows, texts, strict=True):
+        parts, position, line_spans = [" " * indent], offset + indent, []
+        for index, (cell, text) in enumerate(zip(row, row_texts, strict=True)):
+            if not isinstance(cell, str):
+                line_spans += _shifted_spans(cell, position)
+            parts.append(text)
+            position += len(text)
             if index < len(row) - 1:
-                line.append(" " * (widths[index] - cell.cell_len + gap))
-        line.rstrip()
+                padding = " " * (widths[index] - cell_len(text) + gap)
+                parts.append(padding)
+                position += len(padding)
+        line = "".join(parts).rstrip()
+        end = offset + len(line)
+        spans += [Span(s.start, min(s.end, end), s.style) for s in line_spans if s.start < end]
         lines.append(line)
-    return Text("\n").join(lines)
+        offset = end + 1
+    return Text("\n".join(lines), spans=spans)
+
+
+def _shifted_spans(cell: Text, position: int) -> list[Span]:
+    from rich.text import Span
+
+    spans = [Span(position, position + len(cell.plain), cell.style)] if cell.style else []
+    return spans + [span.move(position) for span in cell.spans]
 
 
 # Times ------------------------------------------------------------------------------

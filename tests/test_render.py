@@ -98,3 +98,14 @@ def test_fallback_note_once_for_the_run_with_counted_reasons() -> None:
 
 def test_a_string_buffer_is_not_a_terminal() -> None:
     assert not on_terminal(Console(file=io.StringIO()))
+
+
+def test_plain_columns_keep_each_cell_style_on_its_own_text() -> None:
+    from rich.text import Text
+
+    name = Text("PredictorDown", style="bold")
+    rendered = columns([[name, "x"], [Text("A", style="red"), "y  "]], terminal=False, indent=2)
+    assert isinstance(rendered, Text)
+    assert rendered.plain == "  PredictorDown  x\n  A              y"
+    styled = {(rendered.plain[s.start : s.end], str(s.style)) for s in rendered.spans}
+    assert styled == {("PredictorDown", "bold"), ("A", "red")}

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.text import Text
 
-    from market_agent.health import AlertBrief, SilenceBrief, StatusReport
+    from market_agent.health import AgentStatus, AlertBrief, SilenceBrief, StatusReport
 
 STATE_STYLE = {
     "healthy": "green",
@@ -130,7 +130,7 @@ def status_view(
         (report.overall.upper(), STATE_STYLE[report.overall]),
         (f"   checked {checked} · {report.duration_ms:.0f} ms", "dim"),
     )
-    rows = [
+    rows: list[list[str | Text]] = [
         [Text(name, style="bold"), Text(state, style=STATE_STYLE.get(state, "")), details]
         for name, state, details in _rows(report, terminal, now)
     ]
@@ -151,36 +151,49 @@ def status_view(
 
 
 def _alert_table(alerts: Sequence[AlertBrief], terminal: bool, now: datetime) -> RenderableType:
+    from market_agent.render import columns
+
+    row = _alert_row if terminal else _plain_alert_row
+    return columns([row(alert, now) for alert in alerts], terminal=terminal, indent=2, gap=1)
+
+
+def _silenced(alert: AlertBrief) -> str:
+    # Short ids, as in the Silences section; --json has them in full.
+    ids = ", ".join(silence[:8] for silence in alert.silenced_by)
+    return f"silenced by {ids}" if ids else ""
+
+
+def _alert_row(alert: AlertBrief, now: datetime) -> list[str | Text]:
     from rich.text import Text
 
-    from market_agent.render import age, columns, utc_text
+    from market_agent.render import age
 
-    rows: list[list[str | Text]] = []
-    for alert in alerts:
-        style = "red" if alert.state in ("active", "firing") else "dim"
-        name = Text(alert.alertname or "(no alertname)", style="bold")
-        # Short ids, as in the Silences section below; --json has them in full.
-        silenced = ", ".join(silence[:8] for silence in alert.silenced_by)
-        silenced = f"silenced by {silenced}" if silenced else ""
-        if not terminal:
-            summary = alert.summary + (f" [{silenced}]" if silenced else "")
-            started = utc_text(alert.starts_at)
-            rows.append([name, alert.severity or "-", alert.state, started, summary])
-            continue
-        started = age(alert.starts_at, now)
-        meta = " · ".join(part for part in (f"for {started}" if started else "", silenced) if part)
-        detail = Text(alert.summary)
-        if meta:
-            detail.append(("\n" if alert.summary else "") + meta, style="dim")
-        row = [
-            Text("●", style=style),
-            name,
-            Text(alert.severity or "-"),
-            Text(alert.state, style=style),
-            detail,
-        ]
-        rows.append(row)
-    return columns(rows, terminal=terminal, indent=2, gap=1)
+    style = "red" if alert.state in ("active", "firing") else "dim"
+    started = age(alert.starts_at, now)
+    meta = " · ".join(
+        part for part in (f"for {started}" if started else "", _silenced(alert)) if part
+    )
+    detail = Text(alert.summary)
+    if meta:
+        detail.append(("\n" if alert.summary else "") + meta, style="dim")
+    return [
+        Text("●", style=style),
+        Text(alert.alertname or "(no alertname)", style="bold"),
+        alert.severity or "-",
+        Text(alert.state, style=style),
+        detail,
+    ]
+
+
+def _plain_alert_row(alert: AlertBrief, now: datetime) -> list[str | Text]:
+    from rich.text import Text
+
+    from market_agent.render import utc_text
+
+    silenced = _silenced(alert)
+    summary = alert.summary + (f" [{silenced}]" if silenced else "")
+    name = Text(alert.alertname or "(no alertname)", style="bold")
+    return [name, alert.severity or "-", alert.state, utc_text(alert.starts_at), summary]
 
 
 def _silence_row(silence: SilenceBrief, terminal: bool, now: datetime) -> list[str | Text]:
@@ -201,7 +214,7 @@ def _silence_row(silence: SilenceBrief, terminal: bool, now: datetime) -> list[s
 
 
 def _rows(report: StatusReport, terminal: bool, now: datetime) -> list[tuple[str, str, str]]:
-    from market_agent.render import age, duration, utc_text
+    from market_agent.render import duration
 
     p, m, a, agent = report.predictor, report.prometheus, report.alertmanager, report.agent
     predictor = [
@@ -227,6 +240,21 @@ def _rows(report: StatusReport, terminal: bool, now: datetime) -> list[tuple[str
         else None,
         a.url,
     ]
+    rows = [
+        ("predictor", p.state, predictor, p.error),
+        ("prometheus", m.state, prometheus, m.error),
+    ]
+    rows.append(("alertmanager", a.state, alertmanager, a.error))
+    table: list[tuple[str, str, str]] = [
+        (name, state, _join(parts, error)) for name, state, parts, error in rows
+    ]
+    table.append(("agent", f"v{agent.version}", _agent_details(agent, terminal, now)))
+    return table
+
+
+def _agent_details(agent: AgentStatus, terminal: bool, now: datetime) -> str:
+    from market_agent.render import age, utc_text
+
     path = _home_relative if terminal else str
     audit = agent.audit
     size = (
@@ -239,21 +267,14 @@ def _rows(report: StatusReport, terminal: bool, now: datetime) -> list[tuple[str
         ago = age(last.created_at, now) if terminal else None
         when = f"{ago} ago" if ago else f"at {utc_text(last.created_at)}"
         last_text = f"last analysis {last.severity} {','.join(last.alertnames)} {when}"
-    agent_parts = [
-        f"config {path(agent.config_file) if agent.config_file else '(defaults)'}",
-        f"audit {path(audit.path)}{size}" + ("" if audit.enabled else " [disabled]"),
-        last_text,
-    ]
-    rows = [
-        ("predictor", p.state, predictor, p.error),
-        ("prometheus", m.state, prometheus, m.error),
-    ]
-    rows.append(("alertmanager", a.state, alertmanager, a.error))
-    table: list[tuple[str, str, str]] = [
-        (name, state, _join(parts, error)) for name, state, parts, error in rows
-    ]
-    table.append(("agent", f"v{agent.version}", _join(agent_parts, None)))
-    return table
+    return _join(
+        [
+            f"config {path(agent.config_file) if agent.config_file else '(defaults)'}",
+            f"audit {path(audit.path)}{size}" + ("" if audit.enabled else " [disabled]"),
+            last_text,
+        ],
+        None,
+    )
 
 
 def _home_relative(path: str) -> str:
