@@ -10,6 +10,7 @@ else `NO_COLOR`, else whether the stream is a terminal.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -126,6 +127,28 @@ def json_lines(rows: Iterable[Mapping[str, Any]]) -> None:
         json_line(row)
 
 
+# Untrusted text -------------------------------------------------------------------
+
+#: C0 and C1 controls (ESC, BEL, CR...), DEL, and the bidirectional overrides.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(text: str) -> str:
+    """Alert text and model output made inert for a terminal: tabs and line breaks become
+    spaces, any other control character a visible escape (`\\x1b`), so no escape
+    sequence in an alert can recolour, retitle or clear the engineer's terminal."""
+    if not _UNSAFE.search(text):
+        return text
+    return _UNSAFE.sub(_escaped, text)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if match.group() in "\t\n\r":
+        return " "
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+
 # Layout helpers ---------------------------------------------------------------------
 
 
@@ -141,6 +164,7 @@ def columns(
     from rich.padding import Padding
     from rich.table import Table
 
+    rows = [[safe(cell) if isinstance(cell, str) else cell for cell in row] for row in rows]
     if not terminal:
         return _plain_columns(rows, indent, gap)
     grid = Table.grid(padding=(0, gap))
@@ -268,7 +292,7 @@ def analysis_panel(
     now = now or now_utc()
     severity = analysis.severity.value
     style = SEVERITY_STYLE[severity]
-    heading = f"{analysis.issue_type.value} · {analysis.status}"
+    heading = f"{analysis.issue_type.value} · {analysis.status}"  # enums: safe
     body = _analysis_body(analysis, terminal, now)
     if terminal:
         title = Text.assemble((f" {severity.upper()} ", style), f" {heading}")
@@ -280,12 +304,13 @@ def _analysis_body(analysis: Analysis, terminal: bool, now: datetime) -> list[Re
     from rich.text import Text
 
     body: list[RenderableType] = [*_alert_list(analysis.alerts, terminal, now)]
-    body += [Text(""), Text(analysis.description)]
+    body += [Text(""), Text(safe(analysis.description))]
     if analysis.recommended_actions:
         steps = [(f"{n}.", step) for n, step in enumerate(analysis.recommended_actions, 1)]
         body += [Text(""), Text("What to do:", style="bold")]
         body.append(columns(steps, terminal=terminal, indent=2, gap=1))
-    body += [Text(""), Text.assemble("Proposed action: ", (analysis.proposed_action, "bold"))]
+    action = safe(analysis.proposed_action)
+    body += [Text(""), Text.assemble("Proposed action: ", (action, "bold"))]
     if analysis.policy_overrides:
         overrides = [
             ("-", f"{o.field}: {o.model} -> {o.final} (rules: {o.rule})")
@@ -293,7 +318,7 @@ def _analysis_body(analysis: Analysis, terminal: bool, now: datetime) -> list[Re
         ]
         body += [Text(""), Text("Policy overrode the model:", style="bold")]
         body.append(columns(overrides, terminal=terminal, indent=2, gap=1))
-    body.append(Text(_analysed_by(analysis), style="dim"))
+    body.append(Text(safe(_analysed_by(analysis)), style="dim"))
     if analysis.fallback_reason:
         reason = [(Text("LLM not used:", style="yellow"), analysis.fallback_reason)]
         body.append(columns(reason, terminal=terminal, gap=1))
@@ -318,14 +343,14 @@ def _alert_row(alert: AlertSummary, terminal: bool, now: datetime) -> list[str |
     from rich.text import Text
 
     state = alert_state(alert)
-    name = Text(alert.alertname or "(no alertname)", style="bold")
-    severity = Text(alert.severity or "-", style="dim")
-    suppression = suppressed_by(alert)
+    name = Text(safe(alert.alertname) or "(no alertname)", style="bold")
+    severity = Text(safe(alert.severity or "-"), style="dim")
+    suppression = safe(suppressed_by(alert))
     if not terminal:
         summary = alert.summary + (f" [{suppression}]" if suppression else "")
         return [name, severity, state, utc_text(alert.starts_at), summary]
     marker = Text("●", style=MARKER_STYLE.get(state, "red"))
-    detail = Text(alert.summary)
+    detail = Text(safe(alert.summary))
     meta = _alert_meta(state, age(alert.starts_at, now), suppression)
     if meta:
         detail.append(("\n" if alert.summary else "") + meta, style="dim")
@@ -375,7 +400,7 @@ def fallback_note(reasons: Iterable[str | None]) -> str | None:
     `reasons` has one entry per analysis (None where the LLM answered or was not wanted).
     """
     counted = list(reasons)
-    fallbacks = Counter(reason for reason in counted if reason)
+    fallbacks = Counter(safe(reason) for reason in counted if reason)
     if not fallbacks:
         return None
     total = sum(fallbacks.values())

@@ -109,3 +109,11 @@ def test_plain_columns_keep_each_cell_style_on_its_own_text() -> None:
     assert rendered.plain == "  PredictorDown  x\n  A              y"
     styled = {(rendered.plain[s.start : s.end], str(s.style)) for s in rendered.spans}
     assert styled == {("PredictorDown", "bold"), ("A", "red")}
+
+
+def test_safe_makes_control_characters_visible_and_inert() -> None:
+    from market_agent.render import safe
+
+    assert safe("plain text · ünïcode") == "plain text · ünïcode"
+    assert safe("a\tb\nc\rd") == "a b c d"
+    assert safe("\x1b[2J\x07\x9b\u202e") == "\\x1b[2J\\x07\\x9b\\u202e"

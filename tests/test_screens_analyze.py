@@ -424,3 +424,22 @@ def test_status_alerts_are_columns_and_wrap_under_themselves(
     problems = lines[lines.index("Problems") + 1 :]
     for line in problems:
         assert line.startswith("  - ") or line.startswith("    "), problems
+
+
+# Untrusted text ------------------------------------------------------------------
+
+HOSTILE = "evil \x1b[31mRED\x1b[0m \x1b]0;retitled\x07 \x1b[2J cleared\rback"
+
+
+def test_escape_sequences_in_alert_text_never_reach_the_terminal(home: Path) -> None:
+    data = json.loads(recent_copy("predictor-down.json", home).read_text())
+    data["alerts"][0]["annotations"]["summary"] = HOSTILE
+    data["alerts"][0]["labels"]["alertname"] = "Predictor\x1b[5mDown"
+    (home / "hostile.json").write_text(json.dumps(data))
+    args = ["--no-audit", "analyze", "--no-llm", "hostile.json"]
+    screen = terminal(home, args, 120)
+    for sequence in (b"\x1b[31mRED", b"\x1b]0;", b"\x1b[2J", b"\x1b[5m", b"\x07"):
+        assert sequence not in screen.raw
+    assert "evil \\x1b[31mRED\\x1b[0m \\x1b]0;retitled\\x07 \\x1b[2J cleared back" in screen.text
+    plain = piped(home, args).stdout
+    assert "\x1b" not in plain and "\r" not in plain and "Predictor\\x1b[5mDown" in plain

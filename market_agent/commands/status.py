@@ -159,28 +159,28 @@ def _alert_table(alerts: Sequence[AlertBrief], terminal: bool, now: datetime) ->
 
 def _silenced(alert: AlertBrief) -> str:
     # Short ids, as in the Silences section; --json has them in full.
-    ids = ", ".join(silence[:8] for silence in alert.silenced_by)
+    ids = ", ".join(silence[:8] for silence in alert.silenced_by)  # made safe by the caller
     return f"silenced by {ids}" if ids else ""
 
 
 def _alert_row(alert: AlertBrief, now: datetime) -> list[str | Text]:
     from rich.text import Text
 
-    from market_agent.render import age
+    from market_agent.render import age, safe
 
     style = "red" if alert.state in ("active", "firing") else "dim"
     started = age(alert.starts_at, now)
     meta = " · ".join(
         part for part in (f"for {started}" if started else "", _silenced(alert)) if part
     )
-    detail = Text(alert.summary)
+    detail = Text(safe(alert.summary))
     if meta:
-        detail.append(("\n" if alert.summary else "") + meta, style="dim")
+        detail.append(("\n" if alert.summary else "") + safe(meta), style="dim")
     return [
         Text("●", style=style),
-        Text(alert.alertname or "(no alertname)", style="bold"),
+        Text(safe(alert.alertname) or "(no alertname)", style="bold"),
         alert.severity or "-",
-        Text(alert.state, style=style),
+        Text(safe(alert.state), style=style),
         detail,
     ]
 
@@ -188,18 +188,18 @@ def _alert_row(alert: AlertBrief, now: datetime) -> list[str | Text]:
 def _plain_alert_row(alert: AlertBrief, now: datetime) -> list[str | Text]:
     from rich.text import Text
 
-    from market_agent.render import utc_text
+    from market_agent.render import safe, utc_text
 
     silenced = _silenced(alert)
     summary = alert.summary + (f" [{silenced}]" if silenced else "")
-    name = Text(alert.alertname or "(no alertname)", style="bold")
+    name = Text(safe(alert.alertname) or "(no alertname)", style="bold")
     return [name, alert.severity or "-", alert.state, utc_text(alert.starts_at), summary]
 
 
 def _silence_row(silence: SilenceBrief, terminal: bool, now: datetime) -> list[str | Text]:
     from rich.text import Text
 
-    from market_agent.render import duration, parse_time, utc_text
+    from market_agent.render import duration, parse_time, safe, utc_text
 
     ends = parse_time(silence.ends_at)
     if not terminal or ends is None:
@@ -210,7 +210,8 @@ def _silence_row(silence: SilenceBrief, terminal: bool, now: datetime) -> list[s
     matchers = " ".join(silence.matchers)
     if not terminal:
         return [silence.id[:8], until, f"{matchers} ({note})" if note else matchers]
-    return [silence.id[:8], until, Text(matchers).append("\n" + note if note else "", style="dim")]
+    detail = Text(safe(matchers)).append("\n" + safe(note) if note else "", style="dim")
+    return [silence.id[:8], until, detail]
 
 
 def _rows(report: StatusReport, terminal: bool, now: datetime) -> list[tuple[str, str, str]]:
