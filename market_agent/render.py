@@ -172,7 +172,8 @@ def columns(
         grid.add_column(overflow="fold")
     for row in rows:
         grid.add_row(*row)
-    return Padding(grid, (0, 0, 0, indent)) if indent else grid
+    # Not expanded: lines padded to the full width leave stale rows in `status --watch`.
+    return Padding(grid, (0, 0, 0, indent), expand=False) if indent else grid
 
 
 def _plain_columns(rows: Sequence[Sequence[str | Text]], indent: int, gap: int) -> Text:

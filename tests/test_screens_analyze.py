@@ -443,3 +443,47 @@ def test_escape_sequences_in_alert_text_never_reach_the_terminal(home: Path) -> 
     assert "evil \\x1b[31mRED\\x1b[0m \\x1b]0;retitled\\x07 \\x1b[2J cleared back" in screen.text
     plain = piped(home, args).stdout
     assert "\x1b" not in plain and "\r" not in plain and "Predictor\\x1b[5mDown" in plain
+
+
+# status --watch -----------------------------------------------------------------
+
+
+def test_watch_redraws_in_place(home: Path) -> None:
+    """Each refresh replaces the last one: after three, one report is on the screen."""
+    import ptyprocess
+    import pyte
+
+    config = home / "refused.toml"
+    config.write_text(
+        "".join(f'[{name}]\nurl = "http://127.0.0.1:1"\n' for name in SERVICES_OF_STATUS)
+    )
+    environment = {**os.environ, **user_env(home), "PYTHONPATH": str(ROOT), "TERM": "xterm"}
+    environment.pop("NO_COLOR", None)
+    argv = [
+        sys.executable,
+        "-m",
+        "market_agent",
+        "--config",
+        str(config),
+        "status",
+        "--watch",
+        "0.5",
+    ]
+    process = ptyprocess.PtyProcess.spawn(argv, dimensions=(40, 80), env=environment, cwd=home)
+    output = b""
+    try:
+        while output.count(b"market-agent status:") < 3:
+            output += process.read(65536)
+        process.sendintr()
+        while True:
+            output += process.read(65536)
+    except EOFError:
+        pass
+    finally:
+        process.close(force=True)
+    screen = pyte.Screen(80, 40)
+    pyte.ByteStream(screen).feed(output)
+    assert sum("market-agent status:" in line for line in screen.display) == 1, screen.display
+
+
+SERVICES_OF_STATUS = ("predictor", "prometheus", "alertmanager")
