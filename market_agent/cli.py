@@ -69,6 +69,13 @@ def root(
         bool, typer.Option("--no-audit", help="Do not write the audit log (pure CI use).")
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    color: Annotated[
+        bool | None,
+        typer.Option(
+            "--color/--no-color",
+            help="Colour always / never (default: on a terminal, unless NO_COLOR is set).",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
@@ -83,8 +90,15 @@ def root(
         overrides["audit.enabled"] = False
     flags = {"audit.path": "--audit-log", "audit.enabled": "--no-audit"}
     ctx.obj = AppState(
-        config_path=config, debug=debug or _env_debug(), overrides=overrides, flags=flags
+        config_path=config,
+        debug=debug or _env_debug(),
+        overrides=overrides,
+        flags=flags,
+        color=color,
     )
+    from market_agent.render import choose_color
+
+    choose_color(color)
 
 
 def _env_debug() -> bool:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 class AppState:
     config_path: Path | None = None
     debug: bool = False
+    #: `--color` (True) / `--no-color` (False) / auto (None); `render.console` applies it.
+    color: bool | None = None
     #: Dotted-key settings overrides from command-line flags.
     overrides: dict[str, Any] = field(default_factory=dict)
     #: The flag behind each override (`{"listen.port": "--port"}`), for error messages.

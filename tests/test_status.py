@@ -450,7 +450,7 @@ def test_human_output(stack, monkeypatch):
     out = result.stdout
     assert "market-agent status: DEGRADED" in out
     assert "predictor     healthy" in out
-    assert "v1.4.2 · up 2h 03m" in out
+    assert "v1.4.2 · up 2 h 3 min" in out
     assert "target up (predictor.test:8000)" in out
     assert "20.5 req/s · 1.0% errors · p95 42 ms" in out
     assert "PredictorHighLatency" in out

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from market_agent.commands.help import epilog
 from market_agent.errors import ExitCode
+
+if TYPE_CHECKING:
+    from market_agent.inputs import InputProblem
+    from market_agent.models import Analysis
 
 SEVERITIES = ["critical", "high", "medium", "low", "info"]
 
@@ -67,9 +73,6 @@ def analyze(
     configured, the rule analyzer otherwise or whenever the LLM fails.
     """
     from market_agent.analysis.run import analyze_sources
-    from market_agent.inputs import InputProblem
-    from market_agent.models import Severity
-    from market_agent.render import analysis_panel, error, json_line, stdout_console
 
     state = ctx.obj
     threshold = _parse_severity(fail_on)
@@ -80,26 +83,61 @@ def analyze(
     service = state.analysis_service(use_llm=not no_llm)
     context_for = state.context_provider(context)
     ctx.call_on_close(state.close)
-    console = None if json_output else stdout_console()
-    had_problem, tripped = False, False
     items = analyze_sources(
         sources, service, audit=audit, stdin=sys.stdin.buffer, context_for=context_for
     )
+    outcome = _print_all(items, json_output, threshold)
+    if outcome.had_problem:
+        raise typer.Exit(ExitCode.USAGE)
+    if outcome.tripped:
+        raise typer.Exit(ExitCode.ALERT)
+
+
+@dataclass
+class _Outcome:
+    had_problem: bool = False
+    tripped: bool = False
+    #: One entry per analysis: why the LLM did not answer (None when it did or was off).
+    fallbacks: list[str | None] = field(default_factory=list)
+
+
+def _print_all(
+    items: Iterable[Analysis | InputProblem], json_output: bool, threshold: str | None
+) -> _Outcome:
+    """Print each analysis as it comes (JSON, a panel, or plain text when piped), and the
+    input problems on stderr; after the last, one note if the LLM was wanted but not used."""
+    from market_agent.inputs import InputProblem
+    from market_agent.models import Severity
+    from market_agent.render import (
+        analysis_panel,
+        error,
+        fallback_note,
+        json_line,
+        on_terminal,
+        show,
+        stdout_console,
+        warn,
+    )
+
+    console = None if json_output else stdout_console()
+    terminal = console is not None and on_terminal(console)
+    outcome = _Outcome()
     for item in items:
         if isinstance(item, InputProblem):
             error(str(item))
-            had_problem = True
+            outcome.had_problem = True
             continue
         if threshold is not None and item.severity.rank >= Severity(threshold).rank:
-            tripped = True
+            outcome.tripped = True
+        outcome.fallbacks.append(item.fallback_reason)
         if console is None:
             json_line(item.to_json_dict())
         else:
-            console.print(analysis_panel(item))
-    if had_problem:
-        raise typer.Exit(ExitCode.USAGE)
-    if tripped:
-        raise typer.Exit(ExitCode.ALERT)
+            show(console, analysis_panel(item, terminal=terminal))
+    note = fallback_note(outcome.fallbacks)
+    if note:
+        warn(note)
+    return outcome
 
 
 def _parse_severity(value: str | None) -> str | None:

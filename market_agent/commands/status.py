@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -14,9 +16,12 @@ from market_agent.commands.help import epilog
 from market_agent.errors import ExitCode
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
+    from datetime import datetime
 
-    from market_agent.health import StatusReport
+    from rich.console import RenderableType
+    from rich.text import Text
+
+    from market_agent.health import AgentStatus, AlertBrief, SilenceBrief, StatusReport
 
 SHORT_HELP = "Health of the predictor, Prometheus, Alertmanager and the agent."
 EPILOG = epilog(
@@ -77,12 +82,13 @@ def status(
 
 
 def _show(report: StatusReport, json_output: bool) -> StatusReport:
-    from market_agent.render import json_line, stdout_console
+    from market_agent.render import json_line, on_terminal, show, stdout_console
 
     if json_output:
         json_line(report.to_json_dict())
     else:
-        stdout_console().print(status_view(report))
+        console = stdout_console()
+        show(console, status_view(report, terminal=on_terminal(console)))
     return report
 
 
@@ -112,51 +118,117 @@ def _pause(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def status_view(report: StatusReport) -> RenderableType:
-    """The report for people: one line per component, then alerts and problems."""
+def status_view(
+    report: StatusReport, *, terminal: bool = True, now: datetime | None = None
+) -> RenderableType:
+    """The report for people: one line per component, then alerts, silences and problems.
+
+    On a terminal: local time, relative ages, `~` for the home directory, wrapped
+    lines under their own column. Off it: one line each, RFC 3339 UTC, full paths.
+    """
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
+    from market_agent.render import columns, local_text, now_utc, utc_text
+
+    now = now or now_utc()
+    checked = local_text(report.checked_at, now) if terminal else utc_text(report.checked_at)
     title = Text.assemble(
         "market-agent status: ",
         (report.overall.upper(), STATE_STYLE[report.overall]),
-        (f"   {report.checked_at} · {report.duration_ms:.0f} ms", "dim"),
+        (f"   checked {checked} · {report.duration_ms:.0f} ms", "dim"),
     )
-    table = Table.grid(padding=(0, 2))
-    for name, state, details in _rows(report):
-        table.add_row(
-            Text(name, style="bold"), Text(state, style=STATE_STYLE.get(state, "")), details
-        )
-    parts: list[RenderableType] = [title, table]
+    rows: list[list[str | Text]] = [
+        [Text(name, style="bold"), Text(state, style=STATE_STYLE.get(state, "")), details]
+        for name, state, details in _rows(report, terminal, now)
+    ]
+    parts: list[RenderableType] = [title, columns(rows, terminal=terminal)]
     alerts = [*report.alertmanager.alerts] or [*report.prometheus.alerts]
     if alerts:
-        parts.append(Text("\nAlerts", style="bold"))
-        for alert in alerts:
-            style = "red" if alert.state in ("active", "firing") else "dim"
-            parts.append(
-                Text.assemble(
-                    ("  ● ", style),
-                    (alert.alertname or "(no alertname)", "bold"),
-                    f"  {alert.severity or '-'}  {alert.state}  ",
-                    alert.summary,
-                )
-            )
-    for silence in report.alertmanager.silences:
-        parts.append(
-            Text(f"  silence {silence.id[:8]} {' '.join(silence.matchers)} until {silence.ends_at}")
-        )
+        parts += [Text("\nAlerts", style="bold"), _alert_table(alerts, terminal, now)]
+    if report.alertmanager.silences:
+        silences = [_silence_row(s, terminal, now) for s in report.alertmanager.silences]
+        parts += [Text("\nSilences", style="bold"), columns(silences, terminal=terminal, indent=2)]
     if report.problems:
-        parts.append(Text("\nProblems", style="bold"))
-        parts.extend(Text(f"  - {problem}") for problem in report.problems)
+        problems = [("-", problem) for problem in report.problems]
+        parts += [
+            Text("\nProblems", style="bold"),
+            columns(problems, terminal=terminal, indent=2, gap=1),
+        ]
     return Group(*parts)
 
 
-def _rows(report: StatusReport) -> list[tuple[str, str, str]]:
+def _alert_table(alerts: Sequence[AlertBrief], terminal: bool, now: datetime) -> RenderableType:
+    from market_agent.render import columns
+
+    row = _alert_row if terminal else _plain_alert_row
+    return columns([row(alert, now) for alert in alerts], terminal=terminal, indent=2, gap=1)
+
+
+def _silenced(alert: AlertBrief) -> str:
+    # Short ids, as in the Silences section; --json has them in full.
+    ids = ", ".join(silence[:8] for silence in alert.silenced_by)  # made safe by the caller
+    return f"silenced by {ids}" if ids else ""
+
+
+def _alert_row(alert: AlertBrief, now: datetime) -> list[str | Text]:
+    from rich.text import Text
+
+    from market_agent.render import age, safe
+
+    style = "red" if alert.state in ("active", "firing") else "dim"
+    started = age(alert.starts_at, now)
+    meta = " · ".join(
+        part for part in (f"for {started}" if started else "", _silenced(alert)) if part
+    )
+    detail = Text(safe(alert.summary))
+    if meta:
+        detail.append(("\n" if alert.summary else "") + safe(meta), style="dim")
+    return [
+        Text("●", style=style),
+        Text(safe(alert.alertname) or "(no alertname)", style="bold"),
+        alert.severity or "-",
+        Text(safe(alert.state), style=style),
+        detail,
+    ]
+
+
+def _plain_alert_row(alert: AlertBrief, now: datetime) -> list[str | Text]:
+    from rich.text import Text
+
+    from market_agent.render import safe, utc_text
+
+    silenced = _silenced(alert)
+    summary = alert.summary + (f" [{silenced}]" if silenced else "")
+    name = Text(safe(alert.alertname) or "(no alertname)", style="bold")
+    return [name, alert.severity or "-", alert.state, utc_text(alert.starts_at), summary]
+
+
+def _silence_row(silence: SilenceBrief, terminal: bool, now: datetime) -> list[str | Text]:
+    from rich.text import Text
+
+    from market_agent.render import duration, parse_time, safe, utc_text
+
+    ends = parse_time(silence.ends_at)
+    if not terminal or ends is None:
+        until = f"until {utc_text(silence.ends_at)}"
+    else:
+        until = f"ends in {duration((ends - now).total_seconds())}"
+    note = f"{silence.created_by}: {silence.comment}" if silence.comment else silence.created_by
+    matchers = " ".join(silence.matchers)
+    if not terminal:
+        return [silence.id[:8], until, f"{matchers} ({note})" if note else matchers]
+    detail = Text(safe(matchers)).append("\n" + safe(note) if note else "", style="dim")
+    return [silence.id[:8], until, detail]
+
+
+def _rows(report: StatusReport, terminal: bool, now: datetime) -> list[tuple[str, str, str]]:
+    from market_agent.render import duration
+
     p, m, a, agent = report.predictor, report.prometheus, report.alertmanager, report.agent
     predictor = [
         f"v{p.version}" if p.version else None,
-        f"up {_duration(p.uptime_seconds)}" if p.uptime_seconds is not None else None,
+        f"up {duration(p.uptime_seconds)}" if p.uptime_seconds is not None else None,
         f"{p.response_time_ms:.1f} ms" if p.response_time_ms is not None else None,
         p.url,
     ]
@@ -177,18 +249,6 @@ def _rows(report: StatusReport) -> list[tuple[str, str, str]]:
         else None,
         a.url,
     ]
-    audit = agent.audit
-    size = (
-        f" ({audit.size_bytes / 1024:.1f} KiB)" if audit.size_bytes is not None else " (none yet)"
-    )
-    last = agent.last_analysis
-    agent_parts = [
-        f"config {agent.config_file or '(defaults)'}",
-        f"audit {audit.path}{size}" + ("" if audit.enabled else " [disabled]"),
-        f"last analysis {last.severity} {','.join(last.alertnames)} at {last.created_at}"
-        if last
-        else "no analysis yet",
-    ]
     rows = [
         ("predictor", p.state, predictor, p.error),
         ("prometheus", m.state, prometheus, m.error),
@@ -197,22 +257,44 @@ def _rows(report: StatusReport) -> list[tuple[str, str, str]]:
     table: list[tuple[str, str, str]] = [
         (name, state, _join(parts, error)) for name, state, parts, error in rows
     ]
-    table.append(("agent", f"v{agent.version}", _join(agent_parts, None)))
+    table.append(("agent", f"v{agent.version}", _agent_details(agent, terminal, now)))
     return table
+
+
+def _agent_details(agent: AgentStatus, terminal: bool, now: datetime) -> str:
+    from market_agent.render import age, utc_text
+
+    path = _home_relative if terminal else str
+    audit = agent.audit
+    size = (
+        f" ({audit.size_bytes / 1024:.1f} KiB)" if audit.size_bytes is not None else " (none yet)"
+    )
+    last = agent.last_analysis
+    if last is None:
+        last_text = "no analysis yet"
+    else:
+        ago = age(last.created_at, now) if terminal else None
+        when = f"{ago} ago" if ago else f"at {utc_text(last.created_at)}"
+        last_text = f"last analysis {last.severity} {','.join(last.alertnames)} {when}"
+    return _join(
+        [
+            f"config {path(agent.config_file) if agent.config_file else '(defaults)'}",
+            f"audit {path(audit.path)}{size}" + ("" if audit.enabled else " [disabled]"),
+            last_text,
+        ],
+        None,
+    )
+
+
+def _home_relative(path: str) -> str:
+    """`~/.local/state/...` for a path under the home directory: shorter on a screen."""
+    home = str(Path("~").expanduser())
+    if home not in ("", "/") and (path == home or path.startswith(home + os.sep)):
+        return "~" + path[len(home) :]
+    return path
 
 
 def _join(parts: Sequence[str | None], error: object) -> str:
     text = " · ".join(part for part in parts if part)
     message = getattr(error, "message", None)
     return f"{message} · {text}" if message else text
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s"
