@@ -4,7 +4,8 @@ The screens read `tests/screens/history-audit.jsonl`, an audit log the real CLI 
 (three analyses, a failed and a verified manual restart) with the audit clock stepping
 from a fixed time, so every time on the screens is fixed too; `TZ=UTC` makes the
 local times UTC. `UPDATE_SCREENS=1 pytest tests/test_screens_history.py` writes the
-log and the screens again (review the diff; the README shows the same screens).
+screens and their README copies again (review the diff); `UPDATE_SCREENS=log` writes
+the audit log first (new ids and figures: every screen changes).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tests.terminal import Screen, run_in_terminal
 
 SCREENS = ROOT / "tests" / "screens"
 AUDIT_LOG = SCREENS / "history-audit.jsonl"
-UPDATE = os.environ.get("UPDATE_SCREENS") == "1"
+UPDATE = os.environ.get("UPDATE_SCREENS") in ("1", "log")
 START = datetime(2026, 11, 17, 9, 7, 0, tzinfo=UTC)
 #: The verified restart's id in the log (`history show` takes a 6+ character prefix).
 VERIFIED = "5d1e2f"
@@ -85,7 +86,7 @@ def write_audit_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def audit_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    if UPDATE:
+    if os.environ.get("UPDATE_SCREENS") == "log":
         with pytest.MonkeyPatch.context() as monkeypatch:
             write_audit_log(tmp_path_factory.mktemp("log"), monkeypatch)
     yield AUDIT_LOG
@@ -110,21 +111,27 @@ def test_golden_screens(audit_log: Path, name: str) -> None:
     assert shown.text == path.read_text()
 
 
-def readme_block(name: str) -> str:
+def readme_block(name: str) -> re.Match[str]:
     """The README's copy of a golden screen: the code block after its marker comment."""
     readme = (ROOT / "README.md").read_text()
     found = re.search(
         rf"<!-- screen: tests/screens/{re.escape(name)} -->\n```text\n(.*?)```", readme, re.S
     )
     assert found, f"README has no block for tests/screens/{name}"
-    return found.group(1)
+    return found
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_readme_shows_the_golden_screens(name: str) -> None:
-    body = (SCREENS / name).read_text()
     command = " ".join(["market-agent", *GOLDEN[name]])
-    assert readme_block(name) == f"$ {command}\n{body}"
+    wanted = f"$ {command}\n{(SCREENS / name).read_text()}"
+    found = readme_block(name)
+    if UPDATE:
+        readme = ROOT / "README.md"
+        text = readme.read_text()
+        readme.write_text(text[: found.start(1)] + wanted + text[found.end(1) :])
+        found = readme_block(name)
+    assert found.group(1) == wanted
 
 
 @pytest.mark.parametrize("columns", [80, 100, 120])

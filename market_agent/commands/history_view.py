@@ -71,11 +71,13 @@ def clip(text: str, width: int) -> str:
         return text
     if width <= 1:
         return "…"[:width]
-    cut = set_cell_size(text, width - 1).rstrip()
+    cut = set_cell_size(text, width - 1)
+    whole_words = cut.endswith(" ") or text[len(cut) : len(cut) + 1] == " "
+    cut = cut.rstrip()
     space = cut.rfind(" ")
-    if space >= max(1, len(cut) // 2):  # a word boundary that keeps most of it
-        cut = cut[:space].rstrip(" ,;:")
-    return cut + "…"
+    if not whole_words and space >= max(1, len(cut) // 2):  # a boundary keeping most of it
+        cut = cut[:space]
+    return cut.rstrip(" ,;:") + "…"
 
 
 def utc_text(ts: Any) -> str:
