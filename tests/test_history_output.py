@@ -134,3 +134,31 @@ def test_clip_and_columns() -> None:
 def test_json_rows_are_unchanged_by_the_view(audit_path: Path) -> None:
     result = run_cli("--audit-log", str(SCREENS_LOG), "history", "--json", "--limit", "1")
     assert json.loads(result.stdout)["seq"] == SCREENS_LOG.read_text().count("\n")
+
+
+def test_show_of_an_automatic_action_names_the_analysis_behind_it(audit_path: Path) -> None:
+    log = AuditLog(audit_path, fsync=False)
+    log.append("notification", {"id": "n1", "status": "firing", "alertnames": ["PredictorDown"]})
+    log.append(
+        "analysis",
+        {
+            "id": "a1b2c3d4e5",
+            "notification_id": "n1",
+            "severity": "critical",
+            "issue_type": "availability",
+            "proposed_action": "restart",
+            "analyzer": "rules",
+            "confidence": 0.946,
+            "description": "PredictorDown is firing on 127.0.0.1:8000.",
+        },
+    )
+    base = {"action_id": "auto0001", "action": "restart", "trigger": "auto"}
+    links = {"analysis_id": "a1b2c3d4e5", "notification_id": "n1", "alertnames": ["PredictorDown"]}
+    log.append("action", {**base, **links, "step": "execute", "outcome": "started"})
+    result = run_cli("history", "show", "auto0001")
+    facts = dict(line.split("\t", 1) for line in result.stdout.split("\n\n")[0].splitlines())
+    assert facts["trigger"] == (
+        "auto, analysis a1b2c3d4: critical availability -> restart (rules, confidence 0.95)"
+    )
+    assert facts["reason"] == "PredictorDown is firing on 127.0.0.1:8000."
+    assert (facts["alerts"], facts["outcome"]) == ("PredictorDown", "no result recorded")

@@ -10,10 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
-    from rich.console import Console
-
     from market_agent.audit.query import FileVerdict
 
 Summary = dict[str, Any]
@@ -93,6 +89,7 @@ def history(
         _write_raw(line for line, _ in found)
         return
     from market_agent.commands.history_view import note, print_records
+    from market_agent.render import stdout_console
 
     if not print_records(stdout_console(), (record for _, record in found)) and files:
         note("no records match")
@@ -111,6 +108,7 @@ def stats(ctx: typer.Context, since: SinceOpt = None, json_output: JsonOpt = Fal
         json_lines(row.to_json() for row in rows)
         return
     from market_agent.commands.history_view import note, print_stats
+    from market_agent.render import stdout_console
 
     if rows:
         print_stats(stdout_console(), rows)
@@ -132,9 +130,9 @@ def show(
         _write_raw(line for line, _ in chain.records)
         return
     from market_agent.commands.history_view import print_chain
+    from market_agent.render import stdout_console
 
-    records = [record for _, record in chain.records]
-    print_chain(stdout_console(), chain.action_id, records, _now())
+    print_chain(stdout_console(), chain.action_id, [record for _, record in chain.records])
 
 
 @history_app.command("verify")
@@ -261,15 +259,3 @@ def _write_raw(lines: Iterable[bytes]) -> None:
         else:
             sys.stdout.write(line.decode("utf-8", "replace").rstrip("\n") + "\n")
     sys.stdout.flush()
-
-
-def stdout_console() -> Console:
-    from market_agent.render import stdout_console as factory
-
-    return factory()
-
-
-def _now() -> datetime:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)

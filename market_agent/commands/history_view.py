@@ -307,6 +307,8 @@ def _local(ts: Any, layout: str) -> str:
 def action_facts(records: Sequence[Record]) -> list[tuple[str, str]]:
     """What `history show` says first: the action, its outcome, trigger, reason, alerts,
     the planned command and what ran."""
+    from market_agent.audit.query import alertnames_of
+
     steps = [r for r in records if r.get("kind") == "action"]
     first = steps[0] if steps else {}
     result = next((r for r in reversed(steps) if r.get("step") == "result"), None)
@@ -315,7 +317,7 @@ def action_facts(records: Sequence[Record]) -> list[tuple[str, str]]:
         ("outcome", clean(result.get("outcome")) if result else "no result recorded"),
         ("trigger", _trigger(first, records)),
         ("reason", _reason(steps, records)),
-        ("alerts", clean(", ".join(alert_names(first))) or "-"),
+        ("alerts", clean(", ".join(alertnames_of(first))) or "-"),
     ]
     plan = next((r["plan"] for r in steps if isinstance(r.get("plan"), dict)), None)
     if plan is not None:
@@ -329,7 +331,7 @@ def _trigger(first: Record, records: Sequence[Record]) -> str:
     trigger = clean(first.get("trigger")) or "-"
     analysis = next((r for r in records if r.get("kind") == "analysis"), None)
     if analysis is not None and isinstance(analysis.get("id"), str):
-        return f"{trigger}: analysis {analysis['id'][:SHORT_ID]} ({clean(summarize(analysis))})"
+        return f"{trigger}, analysis {analysis['id'][:SHORT_ID]}: {clean(summarize(analysis))}"
     return trigger
 
 
@@ -384,8 +386,9 @@ def chain_rows(records: Sequence[Record], now: datetime, terminal: bool) -> list
     return rows
 
 
-def print_chain(out: Console, action_id: str, records: Sequence[Record], now: datetime) -> None:
+def print_chain(out: Console, action_id: str, records: Sequence[Record]) -> None:
     """One action: its facts, then every record of its chain, oldest first."""
+    now = datetime.now(UTC)
     terminal = on_terminal(out)
     facts = action_facts(records)
     rows = chain_rows(records, now, terminal)
@@ -397,7 +400,8 @@ def print_chain(out: Console, action_id: str, records: Sequence[Record], now: da
     from rich.table import Table
     from rich.text import Text
 
-    out.print(Text(f"action {action_id}", style="bold"))
+    name, facts = facts[0][1], facts[1:]
+    out.print(Text(f"action {action_id}: {name}", style="bold"))
     label_width = max(len(label) for label, _ in facts)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(width=label_width, no_wrap=True)
