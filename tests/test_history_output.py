@@ -120,7 +120,8 @@ def test_untrusted_text_cannot_break_the_line_or_the_terminal(audit_path: Path) 
 
 def test_clip_and_columns() -> None:
     assert clip("restart verify passed: nothing to verify", 24) == "restart verify passed…"
-    assert clip("firing from predictor-down.json", 24) == "firing from…"
+    assert clip("firing from predictor-down.json", 24) == "firing from predictor-d…"
+    assert clip("critical errors -> escalate (rules)", 24) == "critical errors ->…"
     assert clip("PredictorHighLatency", 12) == "PredictorHi…"
     assert clip("short", 12) == "short"
     columns = [Column("a"), Column("b", 4, 10), Column("summary", 10, rest=True)]

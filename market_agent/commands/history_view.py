@@ -75,7 +75,7 @@ def clip(text: str, width: int) -> str:
     whole_words = cut.endswith(" ") or text[len(cut) : len(cut) + 1] == " "
     cut = cut.rstrip()
     space = cut.rfind(" ")
-    if not whole_words and space >= max(1, len(cut) // 2):  # a boundary keeping most of it
+    if not whole_words and space >= max(1, len(cut) * 3 // 4):  # a boundary keeping most
         cut = cut[:space]
     return cut.rstrip(" ,;:") + "…"
 
