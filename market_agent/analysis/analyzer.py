@@ -7,7 +7,10 @@ from typing import Any
 
 from market_agent.analysis.base import BUILTIN_ACTIONS, Analyzer, Judgement
 from market_agent.analysis.policy import ActionCatalog, ActionInfo, apply_policy
+from market_agent.analysis.severity import severity_from_label
+from market_agent.labels import is_managed
 from market_agent.models import (
+    Alert,
     AlertSummary,
     Analysis,
     Notification,
@@ -62,7 +65,7 @@ class AnalysisService:
             source=source,
             group_key=notification.group_key,
             status=notification.status,
-            alerts=[AlertSummary.of(alert) for alert in notification.alerts],
+            alerts=[AlertSummary.of(alert) for alert in self.by_relevance(notification.alerts)],
             analyzer=judgement.analyzer,
             model=judgement.model,
             fallback_reason=fallback_reason,
@@ -71,6 +74,17 @@ class AnalysisService:
             notification_id=notification_id,
             policy_overrides=overrides,
         )
+
+    def by_relevance(self, alerts: Sequence[Alert]) -> list[Alert]:
+        """Firing before resolved, active before silenced or inhibited, the managed
+        service's before others', then the most severe first (stable otherwise)."""
+
+        def relevance(alert: Alert) -> tuple[bool, bool, bool, int]:
+            managed = is_managed(alert.labels, self.managed_service)
+            severity = severity_from_label(alert.labels.get("severity")).rank
+            return alert.status == "firing", not alert.suppressed, managed, severity
+
+        return sorted(alerts, key=relevance, reverse=True)
 
     def _judge(
         self, notification: Notification, context: Mapping[str, Any]

@@ -1,5 +1,7 @@
 """How well actions worked, learnt from the audit log, per (alertname, action).
 
+Manual actions about no alert are counted under the alert name "" (null in JSON).
+
 - attempts: executed runs (`result` records other than `blocked`);
 - successes: runs whose verification passed;
 - median time to recover: action start to verification, or, for a run that was
@@ -59,7 +61,7 @@ class Stat:
     def to_json(self) -> dict[str, Any]:
         """One row of `history stats --json`."""
         return {
-            "alertname": self.alertname,
+            "alertname": self.alertname or None,
             "action": self.action,
             "attempts": self.attempts,
             "successes": self.successes,
@@ -188,7 +190,7 @@ class Accumulator:
         if self.since is not None and ts < self.since:
             return
         ok = outcome == "verified"
-        for name in names:
+        for name in names or ("",):  # "": a manual action, about no alert
             stat = self.stats.setdefault((name, action), Stat(name, action))
             stat.attempts += 1
             stat.successes += ok
@@ -196,7 +198,7 @@ class Accumulator:
             stat.last_attempt = ts
             if ok and recover is not None:
                 stat.recover_times.append(recover)
-            elif not ok and elapsed is not None:
+            elif not ok and elapsed is not None and name:  # no alert: no resolution to wait for
                 start = epoch(ts) - elapsed
                 self._pending.setdefault(name, []).append((stat, start))
 

@@ -338,7 +338,10 @@ def action_chain(paths: list[Path], action_id: str) -> Chain:
     `action_id` may be a unique prefix (at least 6 characters).
     """
     if len(action_id) < 6:
-        raise InputError("action id: give at least 6 characters")
+        raise InputError(
+            f"action id {action_id!r} is too short: give at least 6 characters "
+            "(e.g. `market-agent history show 3f2a9c`; `history --kind action` lists the ids)"
+        )
     prefix = b'"action_id":"' + action_id.encode()
     full: str | None = None
     steps: list[tuple[bytes, dict[str, Any]]] = []

@@ -14,9 +14,6 @@ from market_agent.commands.help import Command, Group, epilog
 from market_agent.errors import ExitCode
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
-
-    from market_agent.audit.effectiveness import Stat
     from market_agent.audit.query import FileVerdict
 
 Summary = dict[str, Any]
@@ -67,10 +64,20 @@ SinceOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON Lines output.")]
 
 
+def _audit_path(ctx: typer.Context) -> Path:
+    return Path(ctx.obj.settings.audit.path).expanduser()
+
+
 def _audit_files(ctx: typer.Context) -> list[Path]:
+    """The log and its rotated files; a note on stderr when there is none yet."""
     from market_agent.audit.query import log_files
 
-    return log_files(ctx.obj.settings.audit.path.expanduser())
+    files = log_files(_audit_path(ctx))
+    if not files:
+        from market_agent.commands.history_view import note
+
+        note(f"no audit log at {_audit_path(ctx)} yet")
+    return files
 
 
 @history_app.callback(invoke_without_command=True)
@@ -115,11 +122,16 @@ def history(
         until=parse_time(until) if until else None,
         limit=limit if limit is not None or json_output else TABLE_LIMIT,
     )
-    found = select(_audit_files(ctx), query)
+    files = _audit_files(ctx)
+    found = select(files, query)
     if json_output:
         _write_raw(line for line, _ in found)
-    else:
-        _print(records_table(record for _, record in found))
+        return
+    from market_agent.commands.history_view import note, print_records
+    from market_agent.render import stdout_console
+
+    if not print_records(stdout_console(), (record for _, record in found)) and files:
+        note("no records match")
 
 
 @history_app.command(
@@ -136,11 +148,18 @@ def stats(ctx: typer.Context, since: SinceOpt = None, json_output: JsonOpt = Fal
     from market_agent.audit.query import parse_time
     from market_agent.render import json_lines
 
-    rows = compute(_audit_files(ctx), parse_time(since) if since else None)
+    files = _audit_files(ctx)
+    rows = compute(files, parse_time(since) if since else None)
     if json_output:
         json_lines(row.to_json() for row in rows)
-    else:
-        _print(stats_table(rows))
+        return
+    from market_agent.commands.history_view import note, print_stats
+    from market_agent.render import stdout_console
+
+    if rows:
+        print_stats(stdout_console(), rows)
+    elif files:
+        note("no actions recorded yet" + (f" since {since}" if since else ""))
 
 
 @history_app.command(
@@ -163,8 +182,11 @@ def show(
     chain = action_chain(_audit_files(ctx), action_id)
     if json_output:
         _write_raw(line for line, _ in chain.records)
-    else:
-        _print(chain_table(chain.action_id, [record for _, record in chain.records]))
+        return
+    from market_agent.commands.history_view import print_chain
+    from market_agent.render import stdout_console
+
+    print_chain(stdout_console(), chain.action_id, [record for _, record in chain.records])
 
 
 @history_app.command(
@@ -198,14 +220,19 @@ def verify(
     With audit.key_file set, keyed records are authenticated (HMAC-SHA256).
     """
     from market_agent.audit import load_key
-    from market_agent.audit.query import verify_files
-    from market_agent.errors import ExitCode
+    from market_agent.audit.query import log_files, verify_files
+    from market_agent.errors import AuditError, ExitCode
     from market_agent.render import error, json_line
 
     settings = ctx.obj.settings.audit
     expected = _head_hash(expect_head) if expect_head is not None else None
     key = load_key(settings.key_file) if settings.key_file is not None else None
-    files = _audit_files(ctx)
+    files = log_files(_audit_path(ctx))
+    if not files:
+        raise AuditError(
+            f"no audit log at {_audit_path(ctx)}: nothing to verify "
+            "(check --audit-log or audit.path)"
+        )
     verdicts = verify_files(files, key)
     bad = next((v for v in verdicts if not v.ok), None)
     summary = _verify_summary(verdicts, bad, key is not None)
@@ -297,92 +324,3 @@ def _write_raw(lines: Iterable[bytes]) -> None:
         else:
             sys.stdout.write(line.decode("utf-8", "replace").rstrip("\n") + "\n")
     sys.stdout.flush()
-
-
-def _print(renderable: RenderableType) -> None:
-    from market_agent.render import stdout_console
-
-    stdout_console().print(renderable)
-
-
-def summarize(record: dict[str, Any]) -> str:
-    """One line about a record, whatever its kind."""
-    kind = record.get("kind")
-    if kind == "notification":
-        return f"{record.get('status')} from {record.get('source')}"
-    if kind == "analysis":
-        return (
-            f"{record.get('severity')} {record.get('issue_type')} -> "
-            f"{record.get('proposed_action')} (confidence {record.get('confidence')}, "
-            f"{record.get('analyzer')})"
-        )
-    if kind == "action":
-        step = record.get("guard") or record.get("step")
-        detail = record.get("detail") or ""
-        return f"{record.get('action')} {step} {record.get('outcome')}: {detail}".rstrip(": ")
-    if kind == "escalation":
-        return f"{record.get('reason')} -> {record.get('outcome')}: {record.get('message', '')}"
-    return ""
-
-
-def _link(record: dict[str, Any]) -> str:
-    for key in ("action_id", "id", "escalation_id"):
-        if isinstance(record.get(key), str):
-            return str(record[key])[:12]
-    return ""
-
-
-def records_table(records: Iterable[dict[str, Any]]) -> RenderableType:
-    from rich.table import Table
-
-    from market_agent.audit.query import alertnames_of
-
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("seq", "time (UTC)", "kind", "alerts", "id", "summary"):
-        table.add_column(column, overflow="fold")
-    for record in records:
-        table.add_row(
-            str(record.get("seq", "")),
-            str(record.get("ts", ""))[:19].replace("T", " "),
-            str(record.get("kind", "")),
-            ", ".join(alertnames_of(record)),
-            _link(record),
-            summarize(record),
-        )
-    return table
-
-
-def stats_table(rows: list[Stat]) -> RenderableType:
-    from rich.table import Table
-
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("alert", "action", "attempts", "verified", "success", "median TTR", "recent"):
-        table.add_column(column)
-    for row in rows:
-        rate = f"{row.success_rate:.0%}" if row.success_rate is not None else "-"
-        ttr = f"{row.median_recover_s:.1f} s" if row.median_recover_s is not None else "-"
-        recent = "".join("✓" if ok else "✗" for ok in row.recent)
-        table.add_row(
-            row.alertname, row.action, str(row.attempts), str(row.successes), rate, ttr, recent
-        )
-    return table
-
-
-def chain_table(action_id: str, records: list[dict[str, Any]]) -> RenderableType:
-    from rich.table import Table
-
-    table = Table(title=f"action {action_id}", show_edge=False, pad_edge=False)
-    for column in ("time (UTC)", "kind", "step", "outcome", "detail"):
-        table.add_column(column, overflow="fold")
-    for record in records:
-        kind = str(record.get("kind"))
-        step = record.get("guard") or record.get("step") or ""
-        outcome = record.get("outcome") or record.get("status") or ""
-        table.add_row(
-            str(record.get("ts", ""))[:23].replace("T", " "),
-            kind,
-            str(step),
-            str(outcome),
-            summarize(record) if kind != "action" else str(record.get("detail") or ""),
-        )
-    return table

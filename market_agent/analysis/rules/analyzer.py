@@ -78,7 +78,7 @@ class RuleAnalyzer:
 
     def _verdict(self, finding: Finding, evidence: Sequence[Evidence]) -> Verdict:
         outage = finding.managed and finding.issue_type is AVAILABILITY
-        head = wording.headline(evidence)
+        head = wording.headline(finding, evidence)
         where = wording.location(head.labels)
         return _validate_verdict(
             {

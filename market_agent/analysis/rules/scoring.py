@@ -1,9 +1,12 @@
 """From matched rules to an issue type: evidence, scores, the best type, confidence.
 
 Multi-alert groups: each firing alert is scored on its own and the group's
-issue type comes from the per-alert scores averaged with weights 1 + severity
-rank (info 1 ... critical 5): the most severe alerts count most, but every alert
-adds evidence.
+issue type comes from the per-alert scores of the alerts that drive it (the active
+ones, suppressed ones only when all are; of those, the managed service's when any
+fires), averaged with weights 1 + severity rank (info 1 ... critical 5): the most
+severe alerts count most, but every driving alert adds evidence. The severity is
+the highest of the active alerts; the alert the description leads with is a driver
+that, on its own, points to the group's issue type.
 """
 
 from __future__ import annotations
@@ -60,6 +63,8 @@ class Finding:
     signals: str = ""
     notes: list[str] = field(default_factory=list)
     situations: list[str] = field(default_factory=list)
+    #: The alert the description leads with: one that supports `issue_type`.
+    lead: Alert | None = None
 
     def reclassify(self, issue_type: IssueType, why: str) -> None:
         """Live context overrides the rules: say so instead of listing rule ids."""
@@ -91,27 +96,48 @@ def score(table: RuleTable, masks: Mapping[int, int]) -> Votes:
 
 def find(table: RuleTable, evidence: Sequence[Evidence]) -> Finding:
     """The issue type, severity and confidence of a notification's firing alerts."""
-    single = len(evidence) == 1
-    issue_type, top, second = _best(table, evidence[0].scores if single else _combined(evidence))
+    active = evidence if len(evidence) == 1 else _active(evidence)
+    drivers = active if len(active) == 1 else [e for e in active if e.managed] or active
+    single = len(drivers) == 1
+    issue_type, top, second = _best(table, drivers[0].scores if single else _combined(drivers))
     winner, votes = TYPE_INDEX[issue_type], table.votes
     totals: dict[int, float] = {}
-    for e in evidence:
+    for e in drivers:
         for r, contribution in e.matched.items():
             if contribution > 0 and votes[r][0] == winner:
                 totals[r] = totals.get(r, 0.0) + contribution
     ranked = tuple(sorted(totals, key=totals.__getitem__, reverse=True))
     if single:
-        first = evidence[0]
-        severity, managed, restartable = first.severity, first.managed, first.restartable
+        first = drivers[0]
+        managed, restartable = first.managed, first.restartable
         named = bool(first.named >> winner & 1)
+        lead = first.alert
     else:
-        severity = max((e.severity for e in evidence), key=rank)
-        managed = any(e.managed for e in evidence)
-        restartable = all(e.restartable for e in evidence)
-        named = any(e.named >> winner & 1 for e in evidence)
+        managed = any(e.managed for e in drivers)
+        restartable = all(e.restartable for e in drivers)
+        named = any(e.named >> winner & 1 for e in drivers)
+        lead = _lead(table, drivers, issue_type)
+    severity = max((e.severity for e in active), key=rank)
     confidence = _confidence(issue_type, top, second, named)
     rules = list(map(table.rules.__getitem__, ranked))
-    return Finding(issue_type, severity, confidence, managed, rules, ranked, restartable)
+    return Finding(issue_type, severity, confidence, managed, rules, ranked, restartable, lead=lead)
+
+
+def _active(evidence: Sequence[Evidence]) -> Sequence[Evidence]:
+    """The alerts not silenced or inhibited in Alertmanager; all of them if every one is."""
+    return [e for e in evidence if not e.alert.suppressed] or evidence
+
+
+def _lead(table: RuleTable, drivers: Sequence[Evidence], issue_type: IssueType) -> Alert:
+    """The driver the description leads with: first one whose own issue type is the
+    group's, then one that voted for it; among those the most severe, then the strongest."""
+    winner = TYPE_INDEX[issue_type]
+
+    def relevance(e: Evidence) -> tuple[bool, bool, int, float]:
+        own = _best(table, e.scores)[0]
+        return own is issue_type, e.scores[winner] > 0, e.severity.rank, e.scores[winner]
+
+    return max(drivers, key=relevance).alert
 
 
 def rank(severity: Severity) -> int:

@@ -22,8 +22,11 @@ _SPACES = re.compile(r"\s+")
 _TEXT: dict[IssueType | Severity, str] = {m: m.value for e in (IssueType, Severity) for m in e}
 
 
-def headline(evidence: Sequence[Evidence]) -> Alert:
-    """The alert a group's description leads with: managed first, then most severe."""
+def headline(finding: Finding, evidence: Sequence[Evidence]) -> Alert:
+    """The alert a group's description leads with: one that supports the finding's issue
+    type (`scoring.find` chose it), else managed first, then most severe."""
+    if finding.lead is not None:
+        return finding.lead
     if len(evidence) == 1:
         return evidence[0].alert
     return max(evidence, key=lambda e: (e.managed, e.severity.rank)).alert
@@ -44,11 +47,15 @@ def describe(finding: Finding, evidence: Sequence[Evidence], head: Alert, where:
     """What fires where (and its summary), how it was classified and why."""
     others = len(evidence) - 1
     more = f" with {others} other alert{'s' if others > 1 else ''}" if others else ""
+    held = [_held_back(e.alert) for e in evidence if e.alert is not head and e.alert.suppressed]
+    if held:
+        more += f" ({len(held)} {held[0] if len(set(held)) == 1 else 'suppressed'})"
+    state = f" ({_held_back(head)})" if head.suppressed else ""
     summary = _summary(head)
     signals = finding.signals or ", ".join([rule.id for rule in finding.rules[:3]])
     notes = "".join([f"; {note}" for note in finding.notes]) if finding.notes else ""
     return (
-        f"{head.name or 'An unnamed alert'} is firing on {where}{more}"
+        f"{head.name or 'An unnamed alert'} is firing{state} on {where}{more}"
         f"{': ' if summary else ''}{summary}. Classified as {_TEXT[finding.issue_type]} "
         f"({signals or 'no known signal matched'}), severity {_TEXT[finding.severity]}{notes}."
     )
@@ -106,6 +113,13 @@ def resolved_verdict(notification: Notification) -> Verdict:
         confidence=0.95,
         requires_immediate_action=False,
     )
+
+
+def _held_back(alert: Alert) -> str:
+    """How Alertmanager holds a suppressed alert back: silenced, inhibited or suppressed."""
+    if alert.silenced_by:
+        return "silenced"
+    return "inhibited" if alert.inhibited_by else "suppressed"
 
 
 def _summary(alert: Alert) -> str:
