@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from market_agent.settings import ListenSettings
 
 
 def listen(
@@ -55,6 +58,18 @@ def listen(
         str | None, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Use the rule analyzer only.")] = False,
+    init_token: Annotated[
+        bool,
+        typer.Option(
+            "--init-token",
+            help="Create the token file (--token-file, listen.token_file, or "
+            "/etc/market-agent/webhook-token; missing directories 0700, the file 0600), "
+            "print the Alertmanager snippet that uses it, and exit.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --init-token: replace an existing token file.")
+    ] = False,
     auto_remediate: Annotated[
         bool,
         typer.Option(
@@ -76,6 +91,10 @@ def listen(
     guarded action pipeline: in safety mode (the default) proposals are only
     recorded; --auto-remediate lets allowed actions run. Analysis runs in a
     process of its own by default, so that it has a core to itself.
+
+    Set-up: `market-agent listen --init-token` writes a new token (never shown) and
+    prints the Alertmanager receiver that reads it; it refuses to replace an existing
+    file (exit 2) unless --force is given.
     """
     from market_agent.actions.factory import reconcile_at_startup
     from market_agent.listen.http import run_listener
@@ -98,6 +117,9 @@ def listen(
     )
     ctx.call_on_close(state.close)
     settings = state.settings
+    if init_token:
+        _init_token(settings.listen, force)
+        return
     reconcile_at_startup(settings, state.audit_log)
     if settings.listen.analysis == "process":  # it builds its analyzer and remediator
         from market_agent.listen.messages import EngineSpec
@@ -114,3 +136,24 @@ def listen(
             context_for=state.context_provider(),
             remediator=state.remediator(),
         )
+
+
+def _init_token(options: ListenSettings, force: bool) -> None:
+    from market_agent.listen.token import (
+        DEFAULT_TOKEN_FILE,
+        alertmanager_snippet,
+        create_token_file,
+    )
+
+    created = create_token_file(options.token_file or DEFAULT_TOKEN_FILE, force=force)
+    for directory in created.created_dirs:
+        typer.echo(f"created directory {directory} (0700)", err=True)
+    verb = "replaced" if created.replaced else "created"
+    typer.echo(f"{verb} {created.path} (0600, a new random token, not shown)", err=True)
+    typer.echo(
+        f"start the listener with: market-agent listen --token-file {created.path}\n"
+        "Alertmanager reads the same file: if it runs as another user, give that user "
+        "read access. Its receiver:",
+        err=True,
+    )
+    typer.echo(alertmanager_snippet(created.path, options.host, options.port), nl=False)
