@@ -46,6 +46,7 @@ from market_agent.settings import PLACEHOLDERS, ActionSpec
 
 if TYPE_CHECKING:
     from market_agent.actions.notifiers import Escalator
+    from market_agent.actions.permissions import Permission
     from market_agent.actions.probes import AlertChecker, Verifier
     from market_agent.audit import AuditLog
     from market_agent.models import Analysis, Notification
@@ -83,6 +84,8 @@ class Preview:
     rollback: Plan | None
     verification: dict[str, Any]
     guards: list[GuardResult]
+    #: What the backends need and whether this process has it (dry runs only).
+    permissions: list[Permission] = field(default_factory=list)
 
     @property
     def blocking(self) -> list[GuardResult]:
@@ -94,6 +97,7 @@ class Preview:
             "rollback_plan": self.rollback.to_json() if self.rollback else None,
             "verification": self.verification,
             "guards": [g.to_json() for g in self.guards],
+            "permissions": [p.to_json() for p in self.permissions],
         }
 
 
@@ -184,8 +188,14 @@ class ActionRunner:
         return preview
 
     def dry_run(self, request: ActionRequest) -> ActionResult:
-        """The preview as a result (`outcome` "dry_run"); nothing runs or is recorded."""
+        """The preview as a result (`outcome` "dry_run"); nothing runs or is recorded.
+
+        It also says which permission each plan needs and whether this process has it.
+        """
+        from market_agent.actions.permissions import check_plans
+
         preview = self.preview(request)
+        preview.permissions = check_plans(preview.plan, preview.rollback)
         return ActionResult(
             preview.action_id,
             request.action,
