@@ -50,19 +50,18 @@ class Host:
     """What the checks read from the machine; tests substitute their own."""
 
     euid: int
+    user: str
     environ: Mapping[str, str]
     polkit_dirs: Sequence[Path] = POLKIT_RULE_DIRS
 
     @classmethod
     def current(cls) -> Host:
-        return cls(os.geteuid(), dict(os.environ))
-
-    @property
-    def user(self) -> str:
+        euid = os.geteuid()
         try:
-            return pwd.getpwuid(self.euid).pw_name
+            user = pwd.getpwuid(euid).pw_name
         except KeyError:
-            return str(self.euid)
+            user = str(euid)
+        return cls(euid, user, dict(os.environ))
 
 
 def check_plans(
