@@ -185,3 +185,9 @@ def test_a_listener_started_with_the_new_token_says_so_and_requires_it(tmp_path:
     assert f"http://127.0.0.1:{port}/webhook/alerts; auth: bearer token from file {path}" in line
     assert "authentication is OFF" not in text
     assert path.read_text().strip() not in text
+
+
+def test_force_alone_is_refused() -> None:
+    result = run_cli("--no-audit", "listen", "--force")
+    assert result.exit_code == 2
+    assert "--force only applies with --init-token" in result.stderr

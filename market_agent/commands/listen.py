@@ -62,9 +62,8 @@ def listen(
         bool,
         typer.Option(
             "--init-token",
-            help="Create the token file (--token-file, listen.token_file, or "
-            "/etc/market-agent/webhook-token; missing directories 0700, the file 0600), "
-            "print the Alertmanager snippet that uses it, and exit.",
+            help="Write a new token file (0600, new directories 0700) at --token-file "
+            "or its default, print the Alertmanager receiver that reads it, and exit.",
         ),
     ] = False,
     force: Annotated[
@@ -92,9 +91,10 @@ def listen(
     recorded; --auto-remediate lets allowed actions run. Analysis runs in a
     process of its own by default, so that it has a core to itself.
 
-    Set-up: `market-agent listen --init-token` writes a new token (never shown) and
-    prints the Alertmanager receiver that reads it; it refuses to replace an existing
-    file (exit 2) unless --force is given.
+    Set-up: `market-agent listen --init-token` writes a new token (never shown) to
+    --token-file, listen.token_file or /etc/market-agent/webhook-token, and prints
+    the Alertmanager receiver that reads it; it refuses to replace an existing file
+    (exit 2) unless --force is given.
     """
     from market_agent.actions.factory import reconcile_at_startup
     from market_agent.listen.http import run_listener
@@ -120,6 +120,10 @@ def listen(
     if init_token:
         _init_token(settings.listen, force)
         return
+    if force:
+        from market_agent.errors import ConfigError
+
+        raise ConfigError("listen: --force only applies with --init-token")
     reconcile_at_startup(settings, state.audit_log)
     if settings.listen.analysis == "process":  # it builds its analyzer and remediator
         from market_agent.listen.messages import EngineSpec
