@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
 import sys
 from pathlib import Path
 
@@ -191,3 +192,20 @@ def test_force_alone_is_refused() -> None:
     result = run_cli("--no-audit", "listen", "--force")
     assert result.exit_code == 2
     assert "--force only applies with --init-token" in result.stderr
+
+
+def test_the_printed_receiver_is_a_valid_alertmanager_config(tmp_path: Path) -> None:
+    from tests.helpers.debian import ensure_debian_packages
+
+    amtool = ensure_debian_packages("amtool")["amtool"]
+    token = tmp_path / "webhook-token"
+    printed = yaml.safe_load(init_token(token).stdout)
+    config = yaml.safe_load((ROOT / "prometheus" / "alertmanager.yml").read_text())
+    config["receivers"] = [r for r in config["receivers"] if r["name"] != "market-agent"]
+    config["receivers"] += printed["receivers"]
+    path = tmp_path / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [amtool, "check-config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
