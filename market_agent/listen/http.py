@@ -90,10 +90,6 @@ class _ClientGone(Exception):
 class WebhookApp:
     """The ASGI application; all state lives in the `Listener` it is given."""
 
-    @property
-    def authenticates(self) -> bool:
-        return self._token is not None
-
     def __init__(self, listener: Listener, *, token: str | None, max_body_bytes: int) -> None:
         self.listener = listener
         self.metrics = listener.metrics
@@ -106,6 +102,10 @@ class WebhookApp:
             "/readyz": {"GET": self._readyz},
             "/metrics": {"GET": self._metrics},
         }
+
+    @property
+    def authenticates(self) -> bool:
+        return self._token is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
