@@ -169,8 +169,10 @@ def test_systemd_finds_the_shipped_polkit_rule(bin_dir: Path, tmp_path: Path) ->
     shutil.copy(POLKIT_RULE, rules)
     permission = check_plan("action", plan, host(polkit_dirs=[rules]))
     assert permission.has == "yes" and "50-market-agent.rules" in permission.detail
-    other_user = check_plan("action", plan, host(user="nobody", polkit_dirs=[rules]))
-    assert other_user.has == "no"
+    for other in ("nobody", "market", "agent"):  # not a substring match
+        assert check_plan("action", plan, host(user=other, polkit_dirs=[rules])).has == "no"
+    other_unit = plan_for(backend="systemd", unit="market-predictor.s")
+    assert check_plan("action", other_unit, host(polkit_dirs=[rules])).has == "no"
 
 
 def test_systemd_unreadable_rules_are_unknown(bin_dir: Path, tmp_path: Path) -> None:
@@ -224,12 +226,24 @@ def test_kubernetes_asks_kubectl_auth_can_i(bin_dir: Path, answer: str, has: str
     stand_in(bin_dir, "kubectl", KUBECTL)
     (bin_dir / "kubectl.answer").write_text(answer)
     plan = plan_for(
-        backend="kubernetes", deployment="market-predictor", namespace="market", kube_context="c1"
+        backend="kubernetes",
+        deployment="market-predictor",
+        namespace="market",
+        kube_context="restart",  # a context may have any name
     )
     permission = check_plan("action", plan, host())
     assert permission.has == has
     assert calls(bin_dir, "kubectl") == [
-        ["--context", "c1", "auth", "can-i", "patch", "deployment/market-predictor", "-n", "market"]
+        [
+            "--context",
+            "restart",
+            "auth",
+            "can-i",
+            "patch",
+            "deployment/market-predictor",
+            "-n",
+            "market",
+        ]
     ]
     assert "deployment/market-predictor in namespace market" in permission.needs
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ def _polkit_rule(unit: str, host: Host) -> tuple[Has, str]:
             rules = sorted(directory.glob("*.rules"))
             for rule in rules:
                 text = rule.read_text(encoding="utf-8", errors="replace")
-                if MANAGE_UNITS in text and unit in text and host.user in text:
+                if MANAGE_UNITS in text and _quoted(unit, text) and _quoted(host.user, text):
                     return "yes", f"polkit rule {rule} names {unit} and user {host.user}"
         except OSError:
             unreadable.append(str(directory))
@@ -113,6 +114,11 @@ def _polkit_rule(unit: str, host: Host) -> tuple[Has, str]:
         f"no polkit rule names {unit} and user {host.user}; install "
         "examples/polkit/50-market-agent.rules (README, 'Permission to restart')"
     )
+
+
+def _quoted(name: str, text: str) -> bool:
+    """`name` appears in `text` as a whole JavaScript string literal."""
+    return re.search(rf"""(["']){re.escape(name)}\1""", text) is not None
 
 
 def _docker(plan: Plan, host: Host) -> Verdict:
@@ -132,12 +138,11 @@ def _docker(plan: Plan, host: Host) -> Verdict:
 
 
 def _kubernetes(plan: Plan, host: Host) -> Verdict:
-    argv = _argv(plan)
-    target, namespace = argv[argv.index("restart") + 1], argv[argv.index("-n") + 1]
+    argv = _argv(plan)  # (*base, "rollout", "restart", target, "-n", namespace)
+    base, target, namespace = argv[:-5], argv[-3], argv[-1]
     needs = f"patch (and get, list, watch) on {target} in namespace {namespace}"
-    if _which("kubectl", plan, host) is None:
-        return needs, "no", "kubectl is not on PATH"
-    base = argv[: argv.index("rollout")]
+    if _which(argv[0], plan, host) is None:
+        return needs, "no", f"{argv[0]} is not found or not executable"
     ask = CommandStep((*base, "auth", "can-i", "patch", target, "-n", namespace), env=_extra(plan))
     outcome = run_command(ask, CAN_I_TIMEOUT)
     answer = outcome.output.strip().splitlines()[:1]
