@@ -49,6 +49,8 @@ OUTCOMES = (
 
 def quoted_names(names: Sequence[str]) -> str:
     """Alert names for a log line: JSON-quoted (alert text is untrusted) and bounded."""
+    if not names:
+        return "(no alert)"
     shown = [_clip(name) for name in names[:MAX_LOGGED_NAMES]]
     more = len(names) - len(shown)
     return json.dumps(shown) + (f" and {more} more" if more else "")
