@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,8 @@ import pytest
 from pytest_httpx import HTTPXMock
 
 from market_agent.actions.notifiers import (
+    OUTCOMES,
+    REASONS,
     Escalator,
     SlackNotifier,
     WebhookNotifier,
@@ -101,3 +104,21 @@ def test_notifier_url_is_secret_in_settings() -> None:
     assert URL not in repr(settings())
     with pytest.raises(ValueError, match="type"):
         NotifierSettings.model_validate({"url": URL, "type": "pagerduty"})
+
+
+def test_escalation_reaching_nobody_is_a_warning_naming_the_alerts(caplog) -> None:
+    hostile = 'Evil"\nWARNING forged' + "x" * 500
+    Escalator([], None).escalate("analysis_proposed", "a human", alertnames=[hostile, "B"])
+    (line,) = [r for r in caplog.records if r.levelname == "WARNING"]
+    message = line.getMessage()
+    assert "reached nobody" in message and "analysis_proposed" in message
+    assert "\n" not in message  # alert text is JSON-quoted: it cannot forge log lines
+    assert len(message) < 400  # and each name is cut
+
+
+def test_escalation_reasons_and_outcomes_are_the_documented_ones() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    reasons_paragraph = readme.split("They are audit records\n(`escalation`) too")[1][:600]
+    documented = set(re.findall(r"`([a-z_]+)`", reasons_paragraph))
+    assert set(REASONS) <= documented
+    assert set(OUTCOMES) <= documented

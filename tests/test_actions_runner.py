@@ -140,9 +140,11 @@ def test_result_json_schema(tmp_path: Path) -> None:
         "rollback_plan",
         "verification",
         "guards",
+        "permissions",
         "steps",
         "escalations",
     }
+    assert data["permissions"] == []  # checked by dry runs only
     assert data["exit_code"] == 0
     assert data["verification"] == {"health": True, "query": None, "timeout_s": 0.5}
 

@@ -348,7 +348,7 @@ def test_piped_analyze_is_plain_text(home: Path) -> None:
     assert not BOX & set(result.stdout)
     assert "\x1b" not in result.stdout
     assert all(line == line.rstrip() for line in lines)
-    assert lines[0] == "CRITICAL · performance · firing"
+    assert lines[0] == "CRITICAL · errors · firing"
     assert any(
         re.fullmatch(r"PredictorHighErrorRate +critical +firing +20\d\d-\S+Z Market .*", line)
         for line in lines

@@ -8,6 +8,8 @@ URLs are secrets and never appear in records or messages.
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +22,11 @@ if TYPE_CHECKING:
     from market_agent.audit import AuditLog
     from market_agent.settings import NotifierSettings
 
+log = logging.getLogger("market_agent.actions")
+#: Alert names quoted in one log line, each cut to MAX_LOGGED_NAME characters.
+MAX_LOGGED_NAMES = 5
+MAX_LOGGED_NAME = 120
+
 #: Why an escalation happened (the `reason` field of records and events).
 REASONS = (
     "action_failed",  # the action failed verification and was not recovered by a rollback
@@ -31,6 +38,26 @@ REASONS = (
     "not_configured",  # the analysis asked for an action that is not configured
     "action_interrupted",  # found at start-up: a run's process died before its result
 )
+#: How delivery went (the `outcome` field of escalation records).
+OUTCOMES = (
+    "sent",  # every notifier took it
+    "partial",  # some did
+    "failed",  # none did, after retries
+    "no_notifiers",  # none is configured: the escalation is only in the audit log
+)
+
+
+def quoted_names(names: Sequence[str]) -> str:
+    """Alert names for a log line: JSON-quoted (alert text is untrusted) and bounded."""
+    if not names:
+        return "(no alert)"
+    shown = [_clip(name) for name in names[:MAX_LOGGED_NAMES]]
+    more = len(names) - len(shown)
+    return json.dumps(shown) + (f" and {more} more" if more else "")
+
+
+def _clip(name: str) -> str:
+    return name if len(name) <= MAX_LOGGED_NAME else name[:MAX_LOGGED_NAME] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +203,25 @@ class Escalator:
             outcome = "partial"
         else:
             outcome = "failed"
+        _log_delivery(reason, outcome, alertnames)
         fields = {k: v for k, v in event.items() if k != "type"}
         fields["outcome"] = outcome
         fields["deliveries"] = [d.to_json() for d in deliveries]
         if self.audit is not None:
             self.audit.append("escalation", fields)
         return fields
+
+
+def _log_delivery(reason: str, outcome: str, alertnames: Sequence[str]) -> None:
+    names = quoted_names(alertnames)
+    if outcome == "no_notifiers":
+        log.warning(
+            "escalation (%s) for %s reached nobody: no notifiers are configured "
+            "(add a [notifiers.NAME] table); it is only in the audit log",
+            reason,
+            names,
+        )
+    elif outcome != "sent":
+        log.warning("escalation (%s) for %s: delivery %s", reason, names, outcome)
+    else:
+        log.info("escalation (%s) for %s sent", reason, names)

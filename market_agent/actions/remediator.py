@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from market_agent.actions.notifiers import quoted_names
 from market_agent.actions.runner import ActionRequest, ActionResult
 
 if TYPE_CHECKING:
@@ -54,6 +55,12 @@ class Remediator:
                 )
             return None
         if action not in self.runner.settings.definitions:
+            log.warning(
+                "action %s proposed for %s is not configured (no [actions] table of that "
+                "name): nothing runs",
+                quoted_names([action]),
+                quoted_names(sorted({alert.name for alert in notification.alerts})),
+            )
             if firing and analysis.requires_immediate_action:
                 self._escalate(
                     analysis,

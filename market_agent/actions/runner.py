@@ -16,6 +16,7 @@ Escalations are separate ``escalation`` records with the same ids.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -36,6 +37,7 @@ from market_agent.actions.guards import (
     alert_keys,
     history_guards,
 )
+from market_agent.actions.notifiers import quoted_names
 from market_agent.actions.probes import AlertCheckUnavailable
 from market_agent.errors import ConfigError, ExitCode
 from market_agent.locks import try_flock
@@ -44,10 +46,13 @@ from market_agent.settings import PLACEHOLDERS, ActionSpec
 
 if TYPE_CHECKING:
     from market_agent.actions.notifiers import Escalator
+    from market_agent.actions.permissions import Permission
     from market_agent.actions.probes import AlertChecker, Verifier
     from market_agent.audit import AuditLog
     from market_agent.models import Analysis, Notification
     from market_agent.settings import ActionsSettings
+
+log = logging.getLogger("market_agent.actions")
 
 OUTCOME_EXIT = {
     "verified": ExitCode.OK,
@@ -79,6 +84,8 @@ class Preview:
     rollback: Plan | None
     verification: dict[str, Any]
     guards: list[GuardResult]
+    #: What the backends need and whether this process has it (dry runs only).
+    permissions: list[Permission] = field(default_factory=list)
 
     @property
     def blocking(self) -> list[GuardResult]:
@@ -90,6 +97,7 @@ class Preview:
             "rollback_plan": self.rollback.to_json() if self.rollback else None,
             "verification": self.verification,
             "guards": [g.to_json() for g in self.guards],
+            "permissions": [p.to_json() for p in self.permissions],
         }
 
 
@@ -180,8 +188,14 @@ class ActionRunner:
         return preview
 
     def dry_run(self, request: ActionRequest) -> ActionResult:
-        """The preview as a result (`outcome` "dry_run"); nothing runs or is recorded."""
+        """The preview as a result (`outcome` "dry_run"); nothing runs or is recorded.
+
+        It also says which permission each plan needs and whether this process has it.
+        """
+        from market_agent.actions.permissions import check_plans
+
         preview = self.preview(request)
+        preview.permissions = check_plans(preview.plan, preview.rollback)
         return ActionResult(
             preview.action_id,
             request.action,
@@ -363,12 +377,28 @@ class _Run:
         names = ", ".join(g.name for g in guards)
         self.record("result", "blocked", detail=f"blocked by {names}")
         self.result.outcome = "blocked"
+        self._log_blocked(guards)
         asked = self.analysis is not None and self.analysis.requires_immediate_action
         # No page when any guard says none is needed (already handled, silenced, ...).
         if self.request.trigger == "auto" and asked and all(g.escalate for g in guards):
             detail = "; ".join(g.detail for g in guards)
             self.escalate("guard_blocked", f"{self.request.action} was not run: {detail}")
         return self.result
+
+    def _log_blocked(self, guards: list[GuardResult]) -> None:
+        if self.request.trigger != "auto":
+            return  # a person is watching the result
+        action, alerts = self.request.action, quoted_names(self.alertnames)
+        if any(g.name == "safety_mode" for g in guards):
+            log.warning(
+                "%s for %s was not run: safety mode (listen --auto-remediate, or "
+                "actions.auto_remediate = true, lets it run)",
+                action,
+                alerts,
+            )
+        else:
+            names = ", ".join(g.name for g in guards)
+            log.info("%s for %s was not run: blocked by %s", action, alerts, names)
 
     def recheck(self) -> bool:
         """Right before acting: is the alert still firing and not silenced?"""

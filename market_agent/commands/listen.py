@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from market_agent.commands.help import epilog
 from market_agent.errors import ExitCode
+
+if TYPE_CHECKING:
+    from market_agent.settings import ListenSettings
 
 #: The choices of `[listen]` (market_agent.settings.ListenSettings), here so that
 #: `--help` does not import the settings; tests/test_cli_options.py keeps them equal.
@@ -34,9 +37,9 @@ FLAGS = {
 SHORT_HELP = "Receive Alertmanager webhooks and analyse them in the background."
 EPILOG = epilog(
     [
-        "market-agent listen --token-file ~/.config/market-agent/webhook-token",
-        "market-agent listen --host 0.0.0.0 --port 9095 --log-format json",
-        "market-agent listen --no-llm --analysis threads --workers 4",
+        "market-agent listen --init-token",
+        "market-agent listen --token-file /etc/market-agent/webhook-token",
+        "market-agent listen --host 0.0.0.0 --port 9095 --log-format json --no-llm",
     ],
     [
         (ExitCode.OK, "stopped by SIGTERM or SIGINT after draining the queue"),
@@ -106,6 +109,17 @@ def listen(
         ),
     ] = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Use the rule analyzer only.")] = False,
+    init_token: Annotated[
+        bool,
+        typer.Option(
+            "--init-token",
+            help="Write a new token file (0600, new directories 0700) at --token-file "
+            "or its default, print the Alertmanager receiver that reads it, and exit.",
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="With --init-token: replace an existing token file.")
+    ] = False,
     auto_remediate: Annotated[
         bool,
         typer.Option(
@@ -127,6 +141,11 @@ def listen(
     guarded action pipeline: in safety mode (the default) proposals are only
     recorded; --auto-remediate lets allowed actions run. Analysis runs in a
     process of its own by default, so that it has a core to itself.
+
+    Set-up: `market-agent listen --init-token` writes a new token (never shown) to
+    --token-file, listen.token_file or /etc/market-agent/webhook-token, and prints
+    the Alertmanager receiver that reads it; it refuses to replace an existing file
+    (exit 2) unless --force is given.
     """
     from market_agent.actions.factory import reconcile_at_startup
     from market_agent.listen.http import run_listener
@@ -150,6 +169,13 @@ def listen(
     )
     ctx.call_on_close(state.close)
     settings = state.settings
+    if init_token:
+        _init_token(settings.listen, force)
+        return
+    if force:
+        from market_agent.errors import ConfigError
+
+        raise ConfigError("listen: --force only applies with --init-token")
     reconcile_at_startup(settings, state.audit_log)
     if settings.listen.analysis == "process":  # it builds its analyzer and remediator
         from market_agent.listen.messages import EngineSpec
@@ -166,3 +192,24 @@ def listen(
             context_for=state.context_provider(),
             remediator=state.remediator(),
         )
+
+
+def _init_token(options: ListenSettings, force: bool) -> None:
+    from market_agent.listen.token import (
+        DEFAULT_TOKEN_FILE,
+        alertmanager_snippet,
+        create_token_file,
+    )
+
+    created = create_token_file(options.token_file or DEFAULT_TOKEN_FILE, force=force)
+    for directory in created.created_dirs:
+        typer.echo(f"created directory {directory} (0700)", err=True)
+    verb = "replaced" if created.replaced else "created"
+    typer.echo(f"{verb} {created.path} (0600, a new random token, not shown)", err=True)
+    typer.echo(
+        f"start the listener with: market-agent listen --token-file {created.path}\n"
+        "Alertmanager reads the same file: if it runs as another user, give that user "
+        "read access. Its receiver:",
+        err=True,
+    )
+    typer.echo(alertmanager_snippet(created.path, options.host, options.port), nl=False)

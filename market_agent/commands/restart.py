@@ -100,6 +100,7 @@ def _show(result: ActionResult, json_output: bool) -> None:
 
 
 _MARK = {True: ("✓", "green"), False: ("✗", "red")}
+_HAS = {"yes": _MARK[True], "no": _MARK[False], "unknown": ("?", "yellow")}
 
 
 def preview_panel(preview: Preview) -> RenderableType:
@@ -122,6 +123,14 @@ def preview_panel(preview: Preview) -> RenderableType:
         checks.append(f"PromQL {verification['query']} holds")
     text.append("Verify: ", style="bold")
     text.append(f"{' and '.join(checks) or 'nothing'} within {verification['timeout_s']:g} s\n")
+    if preview.permissions:
+        text.append("Permission:\n", style="bold")
+    for permission in preview.permissions:
+        mark, style = _HAS[permission.has]
+        text.append(f"  {mark} ", style=style)
+        role = " (rollback)" if permission.role == "rollback" else ""
+        text.append(f"{permission.backend}{role} needs {permission.needs}\n")
+        text.append(f"      {permission.has}: {permission.detail}\n")
     text.append("Guards:\n", style="bold")
     for guard in preview.guards:
         mark, style = _MARK[guard.passed or guard.overridden]

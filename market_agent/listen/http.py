@@ -16,11 +16,12 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,7 @@ from market_agent.listen.admission import (
 from market_agent.listen.connections import ConnectionLimits, bounded_server, fit_descriptors
 from market_agent.listen.journal import JournalClosed
 from market_agent.listen.logs import configure_logging
+from market_agent.listen.token import DEFAULT_TOKEN_FILE
 from market_agent.models import Notification, new_id
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("market_agent.listen")
 
 WEBHOOK_PATH = "/webhook/alerts"
+TOKEN_ENV = "MARKET_AGENT_LISTEN__TOKEN"  # noqa: S105 (a variable name)
 #: Longest validation message put in a 422 body.
 MAX_MESSAGE = 300
 RETRY_AFTER_SECONDS = b"5"
@@ -99,6 +102,10 @@ class WebhookApp:
             "/readyz": {"GET": self._readyz},
             "/metrics": {"GET": self._metrics},
         }
+
+    @property
+    def authenticates(self) -> bool:
+        return self._token is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -312,7 +319,10 @@ async def _send(send: Send, response: Response) -> None:
 
 
 def check_auth(settings: ListenSettings) -> str | None:
-    """The bearer token; refuses a non-loopback bind without one unless told it is fine."""
+    """The bearer token; refuses a non-loopback bind without one unless told it is fine.
+
+    Without a token it always warns: on loopback any local user or process can post.
+    """
     token = settings.resolved_token()
     if token is not None and not token:
         raise ConfigError("listen: the token is empty (check listen.token / --token-file)")
@@ -327,7 +337,26 @@ def check_auth(settings: ListenSettings) -> str | None:
             "this address can post alerts",
             settings.host,
         )
+    elif token is None:
+        log.warning(
+            "authentication is OFF: any local user or process can post alerts to %s; "
+            "create a token with `market-agent listen --init-token` and start with "
+            "--token-file %s",
+            settings.host,
+            settings.token_file or DEFAULT_TOKEN_FILE,
+        )
     return token
+
+
+def auth_mode(settings: ListenSettings, environ: Mapping[str, str] = os.environ) -> str:
+    """Where the bearer token comes from, for the start-up line (never the token)."""
+    if settings.token_file is not None:
+        return f"bearer token from file {settings.token_file}"
+    if settings.token is not None:
+        if TOKEN_ENV in environ:
+            return f"bearer token from ${TOKEN_ENV}"
+        return "bearer token from listen.token (config file)"
+    return "none, every request is accepted"
 
 
 def is_loopback(host: str) -> bool:
@@ -406,7 +435,9 @@ def run_listener(
     app = WebhookApp(listener, token=token, max_body_bytes=options.max_body_bytes)
     _settle_garbage_collector()
     limits = ConnectionLimits.from_settings(options)
-    return serve(app, sock, grace_period=options.grace_period, limits=limits)
+    return serve(
+        app, sock, grace_period=options.grace_period, limits=limits, auth=auth_mode(options)
+    )
 
 
 def _settle_garbage_collector() -> None:
@@ -427,11 +458,12 @@ def serve(
     *,
     grace_period: float,
     limits: ConnectionLimits,
+    auth: str | None = None,
 ) -> int:
     """Serve on a bound socket until SIGTERM/SIGINT, then drain for the grace period.
 
     Connections are bounded by `limits`. The app's listener must be started; it is
-    stopped here.
+    stopped here. `auth` says how requests are authenticated, for the start-up line.
     """
     limits = fit_descriptors(limits)
     server = bounded_server(
@@ -445,7 +477,8 @@ def serve(
         timeout_graceful_shutdown=max(1, round(grace_period)),
     )
     host, port = sock.getsockname()[:2]
-    log.info("listening on http://%s:%d%s", _url_host(host), port, WEBHOOK_PATH)
+    auth = auth or ("bearer token" if app.authenticates else "none")
+    log.info("listening on http://%s:%d%s; auth: %s", _url_host(host), port, WEBHOOK_PATH, auth)
     left: int | None = None
     with _DrainSignals() as guard:
         try:
