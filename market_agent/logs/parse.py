@@ -69,8 +69,6 @@ def detect_level(text: str) -> Level | None:
         match = pattern.search(head)
         if match and (level := level_name(match.group(1))):
             return level
-    if head.startswith("Traceback (most recent call last)"):
-        return "error"
     return None
 
 
@@ -193,18 +191,18 @@ def _joins(current: LogLine, line: LogLine, own_time: bool) -> bool:
 
 
 def _joined(first: LogLine, parts: list[str]) -> LogLine:
-    if len(parts) == 1:
-        return first if len(first.message) <= MAX_MESSAGE_CHARS else _cut(first, first.message)
-    if len(parts) > MAX_RECORD_LINES:
-        parts = [*parts[:5], "  [...]", *parts[-(MAX_RECORD_LINES - 6) :]]
-    message = "\n".join(parts)
     level = first.level
     if level == "unknown" and parts[0].startswith("Traceback"):
-        level = "error"
-    return _cut(LogLine(first.timestamp, level, message), message)
+        level = "error"  # an uncaught exception, printed without a log record
+    if len(parts) == 1 and level == first.level and len(first.message) <= MAX_MESSAGE_CHARS:
+        return first
+    if len(parts) > MAX_RECORD_LINES:
+        parts = [*parts[:5], "  [...]", *parts[-(MAX_RECORD_LINES - 6) :]]
+    return _cut(LogLine(first.timestamp, level, "\n".join(parts)))
 
 
-def _cut(line: LogLine, message: str) -> LogLine:
+def _cut(line: LogLine) -> LogLine:
+    message = line.message
     if len(message) > MAX_MESSAGE_CHARS:
         half = MAX_MESSAGE_CHARS // 2
         message = message[:half] + " [...] " + message[-half:]
