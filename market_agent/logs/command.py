@@ -25,10 +25,16 @@ _KIND_SIGNS: tuple[tuple[FailureKind, tuple[str, ...]], ...] = (
 
 
 def run_reader(
-    argv: Sequence[str], *, timeout: float, max_bytes: int, merge_stderr: bool = False
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    max_bytes: int,
+    merge_stderr: bool = False,
+    newest_first: bool = False,
 ) -> str:
-    """The reader's output (the last `max_bytes`, whole lines); `LogSourceError` if it
-    cannot run, times out or fails. `merge_stderr`: the log is on both streams (docker)."""
+    """The reader's output (the last `max_bytes`, whole lines; the first with
+    `newest_first`); `LogSourceError` if it cannot run, times out or fails.
+    `merge_stderr`: the log is on both streams (docker)."""
     env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
@@ -54,7 +60,15 @@ def run_reader(
         if code != 0:
             detail = _last_line(out if merge_stderr else err)
             raise LogSourceError(f"{argv[0]} exited {code}: {detail}", _kind(detail))
-        return _tail(out, max_bytes)
+        return _head(out, max_bytes) if newest_first else _tail(out, max_bytes)
+
+
+def _head(handle: IO[bytes], max_bytes: int) -> str:
+    handle.seek(0)
+    data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:  # the last line is cut: drop it
+        data = data[: data.rfind(b"\n", 0, max_bytes) + 1]
+    return data.decode("utf-8", "replace")
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -37,14 +37,19 @@ class JournaldLogSource:
             argv.append(f"--file={self.file}")
         if self.unit:
             argv.append(f"--unit={self.unit}")
-        argv += [f"--since=@{query.since.timestamp():.6f}", f"--lines={query.limit}"]
+        # Newest first, so that `--lines` keeps the newest entries of the window.
+        argv += [f"--since=@{query.since.timestamp():.6f}", "--reverse", f"--lines={query.limit}"]
         if query.until is not None:
             argv.append(f"--until=@{query.until.timestamp():.6f}")
         return argv
 
     def read(self, query: LogQuery, *, timeout: float) -> list[LogLine]:
-        output = run_reader(self.argv(query), timeout=timeout, max_bytes=self.max_bytes)
-        records = merge_records(_entries(output), own_time=False)
+        output = run_reader(
+            self.argv(query), timeout=timeout, max_bytes=self.max_bytes, newest_first=True
+        )
+        entries = list(_entries(output))
+        entries.reverse()
+        records = merge_records(entries, own_time=False)
         return keep(records, query)
 
 

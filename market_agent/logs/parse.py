@@ -26,7 +26,9 @@ _LEVEL_WORD = re.compile(
     r"(?:^|[\s\[(<|])(CRITICAL|CRIT|FATAL|PANIC|EMERG|ALERT|ERROR|ERR|WARNING|WARN|"
     r"NOTICE|INFO|DEBUG|TRACE)(?=$|[\s\]):>|,])"
 )
-_LEVEL_BRACKET = re.compile(r"\[(critical|fatal|error|warning|warn|notice|info|debug)\]", re.I)
+_LEVEL_BRACKET = re.compile(
+    r"\[(critical|crit|fatal|error|err|warning|warn|notice|info|debug)\]", re.I
+)
 _CONTINUATION = re.compile(
     r"^(?:[ \t]|Traceback \(most recent call last\)|During handling of the above|"
     r"The above exception was|[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b(?::|$))"
