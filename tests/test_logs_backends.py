@@ -52,7 +52,7 @@ def settings_from(tmp_path: Path, body: str) -> Settings:
     ],
 )
 def test_bad_logs_settings_name_the_key(tmp_path: Path, body: str, message: str) -> None:
-    with pytest.raises(ConfigError, match="market-agent.toml: ") as caught:
+    with pytest.raises(ConfigError, match=r"market-agent\.toml: ") as caught:
         settings_from(tmp_path, f"[logs]\n{body}\n")
     assert message in str(caught.value)
 
@@ -195,7 +195,9 @@ def test_docker_backend_argv_and_output(
     assert record.level == "error" and record.message.endswith("MemoryError: no room")
 
 
-def test_kubectl_backend_argv(tmp_path: Path, stand_ins: StandIns, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kubectl_backend_argv(
+    tmp_path: Path, stand_ins: StandIns, monkeypatch: pytest.MonkeyPatch
+) -> None:
     stand_ins.plan(stdout=runtime_output(["WARNING feed slow", "INFO ok"]))
     settings = settings_from(
         tmp_path,

@@ -37,7 +37,7 @@ class StandInLoki(ThreadingHTTPServer):
 class Handler(BaseHTTPRequestHandler):
     server: StandInLoki
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         url = urlsplit(self.path)
         auth = self.headers.get("Authorization")
         self.server.requests.append((url.path, parse_qs(url.query), auth))
@@ -124,7 +124,10 @@ def test_query_range_streams_are_merged_oldest_first(tmp_path: Path, loki: Stand
 @pytest.mark.parametrize(
     ("answer", "kind"),
     [
-        ((200, {"status": "success", "data": {"resultType": "matrix", "result": []}}), "bad_output"),
+        (
+            (200, {"status": "success", "data": {"resultType": "matrix", "result": []}}),
+            "bad_output",
+        ),
         ((200, "not json"), "bad_output"),
         ((400, {"message": "parse error at line 1"}), "error"),
         ((401, "no"), "permission"),

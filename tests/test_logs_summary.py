@@ -25,7 +25,10 @@ T0 = datetime(2026, 12, 3, 13, 0, tzinfo=UTC)
     [
         ("request 8f3a9c12-1111-2222-3333-444455556666 failed", "request <uuid> failed"),
         ("upstream 10.0.0.1:8080 timed out after 5.0s", "upstream <ip> timed out after <n>s"),
-        ("connect to feed.vendor.example:443 refused", "connect to feed.vendor.example:<port> refused"),
+        (
+            "connect to feed.vendor.example:443 refused",
+            "connect to feed.vendor.example:<port> refused",
+        ),
         ("object at 0x7f3a2b and id deadbeef01", "object at <hex> and id <hex>"),
         ("symbol='AAPL' user=\"bob\"", "symbol=<str> user=<str>"),
         ("Killed process 4242 (python3) at 13:47:38", "Killed process <n> (python3) at <time>"),
