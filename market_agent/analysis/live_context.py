@@ -128,16 +128,17 @@ def gather_context(
     if logs is not None:
         calls["logs"] = _log_call(logs, log_window_start(alerts, end, logs), end, timeout)
     results = run_concurrently(calls)
-    context = {
+    sources = _sources(results)
+    context: dict[str, Any] = {
         "gathered_at": _iso(end),
         "elapsed_ms": 0.0,
         "timeout_seconds": timeout,
         "predictor": _predictor(predictor, results["health"]),
         "metrics": _metrics(results, labels, end),
-        "sources": _sources(results),
+        "sources": sources,
     }
     if logs is not None:
-        context["logs"], context["sources"]["logs"] = _logs(results["logs"])
+        context["logs"], sources["logs"] = _logs(results["logs"])
     context["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
     return context
 

@@ -7,15 +7,25 @@ block starts before the window: the cost does not grow with the file's size.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from market_agent.logs.base import LogLine, LogQuery, LogSourceError
-from market_agent.logs.parse import json_line, keep, merge_records, plain_line, split_timestamp
+from market_agent.logs.parse import (
+    json_line,
+    keep,
+    merge_records,
+    newest_records,
+    plain_line,
+    split_timestamp,
+)
 
 BLOCK_BYTES = 256 * 1024
+#: A line that starts a record: a timestamp or a JSON object (not a traceback's body).
+_RECORD_START = re.compile(rb"\n[0-9{]")
 
 
 class FileLogSource:
@@ -33,36 +43,37 @@ class FileLogSource:
         for path in (self.path, rotated(self.path)):
             if budget <= 0 or (path is not self.path and not path.exists()):
                 break
-            data, whole = _tail(path, budget, query.since, deadline)
+            data, whole = _tail(path, budget, query, deadline)
             chunks.insert(0, data)
             budget -= len(data)
             if not whole or _starts_before(data, query.since):
                 break
         text = b"".join(chunks).decode("utf-8", "replace")
-        records = merge_records(self.parse(line) for line in text.splitlines() if line.strip())
-        return keep(records, query)
+        raw = newest_records([line for line in text.splitlines() if line.strip()], query.limit)
+        return keep(merge_records(self.parse(line) for line in raw), query)
 
 
 def rotated(path: Path) -> Path:
     return path.with_name(path.name + ".1")
 
 
-def _tail(path: Path, budget: int, since: datetime, deadline: float) -> tuple[bytes, bool]:
-    """The last complete lines of `path` (at most `budget` bytes), and whether they
-    start at the file's start."""
+def _tail(path: Path, budget: int, query: LogQuery, deadline: float) -> tuple[bytes, bool]:
+    """The last complete lines of `path` (at most `budget` bytes, enough for the
+    window and `query.limit` records), and whether they start at the file's start."""
     try:
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
-            start = size
+            start, starts = size, 0
             blocks: list[bytes] = []
-            while start > 0 and size - start < budget:
+            while start > 0 and size - start < budget and starts <= query.limit:
                 if time.monotonic() > deadline:
                     raise LogSourceError(f"reading {path} took too long", "timeout")
                 step = min(BLOCK_BYTES, start, budget - (size - start))
                 start -= step
                 handle.seek(start)
                 blocks.insert(0, handle.read(step))
-                if _starts_before(blocks[0], since, partial=start > 0):
+                starts += len(_RECORD_START.findall(blocks[0]))
+                if _starts_before(blocks[0], query.since, partial=start > 0):
                     break
     except FileNotFoundError:
         raise LogSourceError(f"no log file at {path}", "not_found") from None

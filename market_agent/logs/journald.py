@@ -72,8 +72,8 @@ def entry_line(entry: Mapping[str, Any]) -> LogLine:
     message = _text(entry.get("MESSAGE"))
     level = detect_level(message)  # an app's own level beats stdout's default priority
     if level is None:
-        priority = entry.get("PRIORITY")
-        level = syslog_level(int(priority)) if str(priority).isdigit() else "unknown"
+        priority = str(entry.get("PRIORITY"))
+        level = syslog_level(int(priority)) if priority.isdigit() else "unknown"
     return LogLine(_time(entry.get("__REALTIME_TIMESTAMP")), level, message)
 
 

@@ -67,7 +67,7 @@ def level_name(text: str) -> Level | None:
 def detect_level(text: str) -> Level | None:
     """The level a plain log line states near its start, or None."""
     head = text[:160]
-    for pattern in (_LEVEL_KV, _LEVEL_WORD, _LEVEL_BRACKET):
+    for pattern in (_LEVEL_WORD, _LEVEL_KV, _LEVEL_BRACKET):
         match = pattern.search(head)
         if match and (level := level_name(match.group(1))):
             return level
@@ -81,6 +81,14 @@ def at_least(level: Level, floor: Level) -> bool:
 
 def parse_time(text: str) -> datetime | None:
     """An ISO 8601 / RFC 3339 time (nanoseconds allowed); naive times are local time."""
+    try:  # the common case, quickly: at most microseconds, `Z` or an offset
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return _parse_odd_time(text)
+    return moment.astimezone(UTC)
+
+
+def _parse_odd_time(text: str) -> datetime | None:
     text = text.strip().replace(",", ".")
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
@@ -104,9 +112,11 @@ def split_timestamp(text: str) -> tuple[datetime | None, str]:
     return (moment, text[match.end() :]) if moment else (None, text)
 
 
-def plain_line(text: str, default_time: datetime | None = None) -> LogLine:
+def plain_line(text: str) -> LogLine:
+    if _CONTINUATION.match(text):  # a traceback's body: no time, no level of its own
+        return LogLine(None, "unknown", text.rstrip())
     moment, rest = split_timestamp(text)
-    return LogLine(moment or default_time, detect_level(rest) or "unknown", rest.rstrip())
+    return LogLine(moment, detect_level(rest) or "unknown", rest.rstrip())
 
 
 def json_line(text: str) -> LogLine:
@@ -158,7 +168,8 @@ def syslog_level(priority: int) -> Level:
     """A syslog priority (0 emerg .. 7 debug), as journald's PRIORITY field."""
     if priority <= 2:
         return "critical"
-    return {3: "error", 4: "warning", 5: "info", 6: "info"}.get(priority, "debug")
+    levels: dict[int, Level] = {3: "error", 4: "warning", 5: "info", 6: "info"}
+    return levels.get(priority, "debug")
 
 
 def is_continuation(line: LogLine) -> bool:
@@ -209,6 +220,17 @@ def _cut(line: LogLine) -> LogLine:
         half = MAX_MESSAGE_CHARS // 2
         message = message[:half] + " [...] " + message[-half:]
     return LogLine(line.timestamp, line.level, message)
+
+
+def newest_records(lines: list[str], limit: int) -> list[str]:
+    """The raw lines of (about) the newest `limit` records: those worth parsing."""
+    starts = 0
+    for index in range(len(lines) - 1, -1, -1):
+        if not _CONTINUATION.match(lines[index]):
+            starts += 1
+            if starts >= limit:
+                return lines[index:]
+    return lines
 
 
 def keep(lines: Iterable[LogLine], query: LogQuery) -> list[LogLine]:

@@ -14,6 +14,7 @@ is its first line and its exception). Shape (`context["logs"]`)::
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ _LEADING_LEVEL = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # the same lines come back: a loop's traceback, a banner
 def normalise(text: str) -> str:
     """One line with its variable parts replaced by placeholders."""
     for pattern, placeholder in _PLACEHOLDERS:
