@@ -203,6 +203,20 @@ def test_out_of_memory_in_the_logs_makes_it_a_resource_issue_to_escalate() -> No
     assert judged.vetoed_actions == {"restart"}
 
 
+def test_a_log_entry_is_evidence_for_its_most_specific_signature_only() -> None:
+    traceback = "ERROR x\nTraceback (most recent call last):\n  File a\nMemoryError: no room"
+    logs = summary(("x ... MemoryError: no room", 9))
+    logs["signatures"][0]["example"] = traceback
+    logs["signatures"].append({**logs["signatures"][0], "signature": "y ... KeyError: <str>"})
+    logs["signatures"][1]["example"] = traceback.replace("MemoryError: no room", "KeyError: 'a'")
+    judged = judge(note(), {**HEALTHY, "logs": logs})
+    assert [e.summary.split(":")[0] for e in judged.evidence] == [
+        "out of memory",
+        "unhandled exceptions (tracebacks)",
+    ]
+    assert [e.count for e in judged.evidence] == [9, 9]
+
+
 def test_a_feed_vendor_down_turns_a_restart_into_escalate() -> None:
     down = note("PredictorDown")
     assert judge(down, UNHEALTHY).verdict.proposed_action == "restart"

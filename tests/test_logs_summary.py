@@ -112,6 +112,16 @@ def test_summary_counts_groups_and_dates_signatures() -> None:
     assert summary["lines"] == 8 and summary["limit_reached"] is False
 
 
+def test_examples_are_the_newest_distinct_lines_and_keep_a_tracebacks_exception() -> None:
+    body = "\n".join(f'  File "app.py", line {i}, in f' for i in range(40))
+    record = f"ERROR failed\nTraceback (most recent call last):\n{body}\nMemoryError: no room"
+    lines = [LogLine(T0, "error", record)] * 5 + [LogLine(T0, "info", "tick 1")]
+    summary = summarize(lines, source="file", start=T0, end=T0, limit=100)
+    assert len(summary["examples"]) == 2
+    assert summary["examples"][0].endswith(" [...] MemoryError: no room")
+    assert len(summary["examples"][0]) <= MAX_EXAMPLE_CHARS
+
+
 def test_summary_is_redacted_and_bounded() -> None:
     secret = "password=hunter2hunter2"
     lines = [LogLine(T0, "error", f"kind{i} login failed {secret} {'x' * 5000}") for i in range(50)]

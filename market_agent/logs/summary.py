@@ -131,15 +131,31 @@ def summarize(
         "levels": {level: count for level, count in levels.items() if count},
         "signatures": [g.to_json(k) for k, g in serious[:MAX_SIGNATURES]],
         "frequent": [g.to_json(k) for k, g in other[:MAX_FREQUENT]],
-        "examples": [_example(line.message) for line in lines[-MAX_EXAMPLES:]],
+        "examples": _latest_distinct(lines),
     }
 
 
+def _latest_distinct(lines: Sequence[LogLine]) -> list[str]:
+    """The newest few lines, one per signature, oldest first."""
+    seen: set[str] = set()
+    examples: list[str] = []
+    for line in reversed(lines):
+        key = signature(line.message)
+        if key not in seen:
+            seen.add(key)
+            examples.insert(0, _example(line.message))
+            if len(examples) == MAX_EXAMPLES:
+                break
+    return examples
+
+
 def _example(message: str) -> str:
+    """A line as logged, redacted; a long record keeps its start and its last line."""
     text = redact_text(message)
-    if len(text) > MAX_EXAMPLE_CHARS:
-        text = text[: MAX_EXAMPLE_CHARS - 6] + " [...]"
-    return text
+    if len(text) <= MAX_EXAMPLE_CHARS:
+        return text
+    last = text.rstrip().rsplit("\n", 1)[-1][: MAX_EXAMPLE_CHARS // 2]
+    return text[: MAX_EXAMPLE_CHARS - len(last) - 7] + " [...] " + last
 
 
 def iso(moment: datetime | None) -> str | None:

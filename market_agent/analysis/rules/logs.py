@@ -50,19 +50,21 @@ class LogMatch:
 
 
 def find_matches(signatures: Sequence[LogSignature], logs: Mapping[str, Any]) -> list[LogMatch]:
-    """The signatures found in the summary at least `min_count` times, in table order."""
+    """The signatures found in the summary at least `min_count` times, in table order.
+
+    A log entry counts for the first signature that matches it only: a MemoryError
+    traceback is out-of-memory evidence, not also "a traceback".
+    """
     entries = [e for e in _entries(logs) if isinstance(e.get("signature"), str)]
-    if not entries:
-        return []
-    texts = [_text(entry) for entry in entries]
+    unclaimed = dict(enumerate(_text(entry) for entry in entries))
     matches = []
     for signature in signatures:
-        found = [
-            (e, m) for e, t in zip(entries, texts, strict=True) if (m := _search(signature, t))
-        ]
-        count = sum(_count(entry) for entry, _ in found)
+        found = [(i, m) for i, text in unclaimed.items() if (m := _search(signature, text))]
+        count = sum(_count(entries[i]) for i, _ in found)
         if found and count >= signature.min_count:
-            matches.append(_match(signature, found, count))
+            matches.append(_match(signature, [(entries[i], m) for i, m in found], count))
+            for i, _ in found:
+                del unclaimed[i]
     return matches
 
 
