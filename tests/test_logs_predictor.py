@@ -86,5 +86,19 @@ def test_fault_modes_write_their_own_signature(
         assert judged.verdict.proposed_action == "escalate"
         assert judged.evidence[0].count and judged.evidence[0].count >= 3
     assert needle in process.log_path.read_text()  # the same lines went to stderr
+    status = client.get("/status").json()
+    assert [f["kind"] for f in status["faults"]] == [fault]
+    if fault == "out_of_memory":
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert "model backend out of memory (MemoryError)" in health.json()["reasons"]
+        assert client.post("/predict", json={"symbol": "AAPL"}).status_code == 500
+    if fault == "feed_down":
+        first = status["market_data"]["feed_lag_seconds"]
+        wait_until(
+            lambda: client.get("/status").json()["market_data"]["feed_lag_seconds"] > first + 1,
+            10,
+            message="the feed lag to grow",
+        )
     if fault == "feed_down":
         assert "marketdata.vendor.example" in judged.evidence[0].summary
