@@ -57,13 +57,13 @@ class Finding:
     ranked: tuple[int, ...]  # their indexes in the table
     restartable: bool = True
     cleared: bool = False
-    signals: str = ""
-    notes: list[str] = field(default_factory=list)
-    situations: list[str] = field(default_factory=list)
     #: The action log evidence calls for (`[[log_signatures]]` proposed_action).
     log_action: str | None = None
     #: The log evidence that says a restart will not help (a signature id), if any.
     restart_vetoed_by: str | None = None
+    signals: str = ""
+    notes: list[str] = field(default_factory=list)
+    situations: list[str] = field(default_factory=list)
 
     def reclassify(self, issue_type: IssueType, why: str) -> None:
         """Live context overrides the rules: say so instead of listing rule ids."""
