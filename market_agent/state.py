@@ -108,13 +108,19 @@ class AppState:
         analysis = self.settings.analysis
         if not (analysis.context if enabled is None else enabled):
             return None
-        from market_agent.analysis.live_context import ContextGatherer
+        from market_agent.analysis.live_context import ContextGatherer, LogReading
+        from market_agent.logs.factory import build_log_source
 
+        source, logs = build_log_source(self.settings), self.settings.logs
+        reading = None
+        if source is not None and logs is not None:
+            reading = LogReading(source, logs.window_before, logs.timeout, logs.max_lines)
         return ContextGatherer(
             self.predictor_client(),
             self.prometheus_client(),
             managed_service=analysis.managed_service,
             timeout=analysis.context_timeout,
+            logs=reading,
         )
 
     @cached_property

@@ -13,6 +13,7 @@ import asyncio
 import hmac
 import json
 import logging
+import logging.handlers
 import mmap
 import os
 import random
@@ -49,6 +50,12 @@ LEAK_CAP_MB = 200
 MAX_BODY_BYTES = 64 * 1024
 MAX_IN_FLIGHT = 1000
 SYMBOL_RE = re.compile(r"^[A-Z][A-Z0-9.\-]{0,9}$")
+#: The market-data vendor the feed fetches from (the `feed_down` fault refuses it).
+FEED_VENDOR = "marketdata.vendor.example:443"
+#: A prediction slower than this logs a warning (the `latency` fault: a slow model).
+SLOW_PREDICTION_SECONDS = 0.5
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FILE_MAX_BYTES = 10 * 2**20
 
 log = logging.getLogger("predictor")
 
@@ -60,6 +67,8 @@ FAULT_PARAMS: dict[str, dict[str, tuple[float, float, float]]] = {
     "accuracy_drop": {"accuracy": (0.5, 0.0, 1.0)},
     "memory_leak": {"mb_per_second": (0.25, 0.01, 200.0), "max_mb": (200.0, 1.0, LEAK_CAP_MB)},
     "crash": {"exit_code": (1, 1, 255), "delay_seconds": (0.2, 0.0, 10.0)},
+    "out_of_memory": {"rate": (1.0, 0.0, 1.0)},
+    "feed_down": {"lag_seconds": (0.0, 0.0, 7 * 86400.0)},
 }
 FAULT_KINDS = tuple(FAULT_PARAMS)
 
@@ -98,6 +107,7 @@ class Settings:
     memory_threshold_mb: float = 200.0
     seed: int | None = None
     log_level: str = "info"
+    log_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +276,8 @@ class PredictorState:
         if "errors" in self.faults:
             rate = self.faults["errors"].params["rate"]
             reasons.append(f"model backend failing ({rate:.0%} of predictions error)")
+        if "out_of_memory" in self.faults:
+            reasons.append("model backend out of memory (MemoryError)")
         lag, stale_after = self.feed_lag_seconds(), self.settings.stale_after_seconds
         if lag > stale_after:
             reasons.append(f"market data stale: feed lag {lag:.0f}s > {stale_after:g}s")
@@ -277,7 +289,7 @@ class PredictorState:
     # -- faults ----------------------------------------------------------------
     def inject(self, fault: Fault) -> None:
         self.faults[fault.kind] = fault
-        if fault.kind == "stale_data":
+        if fault.kind in ("stale_data", "feed_down"):
             self.feed_updated_at = fault.since - fault.params["lag_seconds"]
         log.warning("fault injected: %s %s", fault.kind, fault.params)
 
@@ -306,10 +318,26 @@ class PredictorState:
         latency = self.faults.get("latency")
         delay = latency.params["seconds"] if latency else self.rng.lognormvariate(-3.5, 0.5)
         await asyncio.sleep(delay * self.rng.uniform(0.9, 1.1))
+        if latency and delay > SLOW_PREDICTION_SECONDS:
+            log.warning(
+                "model inference slow: %.2fs for symbol=%r (budget %.2fs)",
+                delay,
+                symbol,
+                SLOW_PREDICTION_SECONDS,
+            )
         errors = self.faults.get("errors")
         if errors and self.rng.random() < errors.params["rate"]:
             self.metrics.errors.labels(kind="model_backend").inc()
+            log.error("model backend error for symbol=%r (injected fault)", symbol)
             return 500, {"error": "model backend error (injected fault)"}
+        oom = self.faults.get("out_of_memory")
+        if oom and self.rng.random() < oom.params["rate"]:
+            try:
+                build_feature_matrix(symbol)
+            except MemoryError:
+                self.metrics.errors.labels(kind="model_backend").inc()
+                log.exception("prediction failed for symbol=%r", symbol)
+                return 500, {"error": "model backend out of memory"}
         drop = self.faults.get("accuracy_drop")
         hit_rate = drop.params["accuracy"] if drop else BASELINE_ACCURACY
         self.outcomes.append(self.rng.random() < hit_rate)
@@ -366,6 +394,11 @@ class PredictorState:
         }
 
 
+def build_feature_matrix(symbol: str) -> None:
+    """The `out_of_memory` fault: the model's feature matrix cannot be allocated."""
+    raise MemoryError(f"unable to allocate 2.3 GiB for the feature matrix of {symbol!r}")
+
+
 class BackgroundTasks:
     """Simulated traffic, the market data feed and the memory leak, run during lifespan."""
 
@@ -398,7 +431,9 @@ class BackgroundTasks:
 
     async def _feed(self) -> None:
         while True:
-            if "stale_data" not in self.state.faults:
+            if "feed_down" in self.state.faults:
+                log_feed_refused()
+            elif "stale_data" not in self.state.faults:
                 self.state.feed_updated_at = time.time()
             await asyncio.sleep(1.0)
 
@@ -408,6 +443,15 @@ class BackgroundTasks:
             if fault is not None:
                 self.state.grow_leak(time.time() - fault.since)
             await asyncio.sleep(0.1)
+
+
+def log_feed_refused() -> None:
+    """The `feed_down` fault: the vendor refuses the feed's connections."""
+    feed_log = logging.getLogger("predictor.feed")
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except ConnectionRefusedError as exc:
+        feed_log.error("market data fetch from %s failed: %s; retrying in 1s", FEED_VENDOR, exc)
 
 
 @dataclass(frozen=True)
@@ -594,6 +638,12 @@ def parse_args(argv: Iterable[str] | None = None) -> Settings:
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="also write the log to this file (rotated at 10 MiB to FILE.1)",
+    )
     args = parser.parse_args(None if argv is None else list(argv))
     return Settings(
         host=args.host,
@@ -605,16 +655,43 @@ def parse_args(argv: Iterable[str] | None = None) -> Settings:
         memory_threshold_mb=args.memory_threshold_mb,
         seed=args.seed,
         log_level=args.log_level,
+        log_file=args.log_file,
     )
+
+
+class UTCFormatter(logging.Formatter):
+    """Times as RFC 3339 UTC with milliseconds: what log readers parse without guessing."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return rfc3339(record.created)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Log lines to stderr and, with `--log-file`, to that file (rotated once)."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if settings.log_file is not None:
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                settings.log_file, maxBytes=LOG_FILE_MAX_BYTES, backupCount=1, encoding="utf-8"
+            )
+        )
+    formatter = UTCFormatter(LOG_FORMAT)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    logging.basicConfig(level=settings.log_level.upper(), handlers=handlers, force=True)
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     """Run the service until SIGTERM/SIGINT; returns the process exit code."""
     settings = parse_args(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    configure_logging(settings)
+    log.info(
+        "starting market predictor %s (model %s %s) on %s:%d",
+        VERSION,
+        MODEL_NAME,
+        MODEL_VERSION,
+        settings.host,
+        settings.port,
     )
     import uvicorn
 

@@ -73,6 +73,7 @@ class AnalysisService:
             context=context,
             notification_id=notification_id,
             policy_overrides=overrides,
+            evidence=list(judgement.evidence),
         )
 
     def by_relevance(self, alerts: Sequence[Alert]) -> list[Alert]:
@@ -97,8 +98,11 @@ class AnalysisService:
             return self.rules.judge(notification, context), _reason(exc), []
         rule = self.rules.judge(notification, context)
         allowed = [a.name for a in self.actions.allowed_for(notification)]
-        verdict, overrides = apply_policy(notification, judgement.verdict, rule.verdict, allowed)
-        final = Judgement(verdict, judgement.analyzer, judgement.model, judgement.usage)
+        verdict, overrides = apply_policy(
+            notification, judgement.verdict, rule.verdict, allowed, vetoed=rule.vetoed_actions
+        )
+        evidence = (*judgement.evidence, *rule.evidence)
+        final = Judgement(verdict, judgement.analyzer, judgement.model, judgement.usage, evidence)
         return final, None, overrides
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from market_agent.analysis.severity import severity_from_label
-from market_agent.models import Notification, Usage, Verdict
+from market_agent.models import Evidence, Notification, Usage, Verdict
 
 #: Actions an analyzer may propose out of the box; configured actions extend it.
 BUILTIN_ACTIONS = ("restart", "escalate", "none")
@@ -23,6 +23,11 @@ class Judgement:
     analyzer: Literal["llm", "rules"]
     model: str | None = None
     usage: Usage | None = None
+    #: What the verdict rests on beyond the alert (log signatures, tool results).
+    evidence: tuple[Evidence, ...] = ()
+    #: Actions the evidence rules out (a restart when the logs say it will not help);
+    #: the policy holds any verdict to it.
+    vetoed_actions: frozenset[str] = frozenset()
 
 
 class Analyzer(Protocol):

@@ -20,8 +20,14 @@ to the LLM, fenced as data, and into `--json` output and the audit log)::
                  "labels": {"job": ..., "instance"?: ...},
                  "window": {"start": "...Z", "end": "...Z", "step_seconds": 15.0},
                  "errors": {name: str} (queries that failed when others did not)},
-     "sources": {"predictor" | "prometheus": {"ok": bool, "error": str | None,
-                                              "kind": str | None}}}
+     "logs": {...} | None (`[logs]` configured: `market_agent.logs.summary`'s shape,
+              None when the read failed),
+     "sources": {"predictor" | "prometheus" | "logs": {"ok": bool, "error": str | None,
+                                                       "kind": str | None}}}
+                (`logs` also has `lines` and `empty`)
+
+Logs are read for a window from `window_before` before the earliest alert's start
+to now, at the same time as the rest and within the same budget.
 
 A notification with no alert on the managed service gets `{"skipped": reason}`.
 """
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -48,6 +55,8 @@ from market_agent.clients import (
     scrape_labels,
 )
 from market_agent.labels import is_managed
+from market_agent.logs.base import LogQuery, LogSource, LogSourceError
+from market_agent.logs.summary import summarize
 from market_agent.models import Alert, Notification, utc_now
 
 WINDOW = timedelta(minutes=15)
@@ -56,6 +65,18 @@ STEP_SECONDS = 15.0
 #: Rates (error ratio, p95) are computed over this range at each step.
 RATE_WINDOW = "5m"
 METRICS = ("up", "error_ratio", "p95_latency_seconds", "feed_lag_seconds", "accuracy")
+
+
+@dataclass(frozen=True, slots=True)
+class LogReading:
+    """How to read the predictor's logs for an alert (`[logs]`)."""
+
+    source: LogSource
+    #: Seconds before the earliest alert's start the window opens.
+    window_before: float = 600.0
+    #: Seconds one read may take (the context's own budget caps it too).
+    timeout: float = 2.0
+    max_lines: int = 5000
 
 
 class ContextGatherer:
@@ -68,11 +89,13 @@ class ContextGatherer:
         *,
         managed_service: Sequence[Mapping[str, str]],
         timeout: float,
+        logs: LogReading | None = None,
     ) -> None:
         self.predictor = predictor
         self.prometheus = prometheus
         self.managed_service = managed_service
         self.timeout = timeout
+        self.logs = logs
 
     def __call__(self, notification: Notification) -> dict[str, Any]:
         return gather_context(
@@ -81,6 +104,7 @@ class ContextGatherer:
             prometheus=self.prometheus,
             managed_service=self.managed_service,
             timeout=self.timeout,
+            logs=self.logs,
         )
 
 
@@ -91,8 +115,9 @@ def gather_context(
     prometheus: PrometheusClient,
     managed_service: Sequence[Mapping[str, str]],
     timeout: float,
+    logs: LogReading | None = None,
 ) -> dict[str, Any]:
-    """Predictor health and key metrics around the alert; see the module docstring."""
+    """Predictor health, key metrics and logs around the alert; see the module docstring."""
     alerts = [a for a in notification.alerts if is_managed(a.labels, managed_service)]
     if not alerts:
         return {"skipped": "no alert in this notification concerns the managed service"}
@@ -100,15 +125,62 @@ def gather_context(
     end = utc_now()  # not rounded down: the newest samples must be inside the window
     labels = metric_labels(alerts, managed_service)
     calls = _calls(predictor, prometheus, labels, end, timeout)
+    if logs is not None:
+        calls["logs"] = _log_call(logs, log_window_start(alerts, end, logs), end, timeout)
     results = run_concurrently(calls)
-    return {
+    sources = _sources(results)
+    context: dict[str, Any] = {
         "gathered_at": _iso(end),
-        "elapsed_ms": round((time.monotonic() - started) * 1000, 1),
+        "elapsed_ms": 0.0,
         "timeout_seconds": timeout,
         "predictor": _predictor(predictor, results["health"]),
         "metrics": _metrics(results, labels, end),
-        "sources": _sources(results),
+        "sources": sources,
     }
+    if logs is not None:
+        context["logs"], sources["logs"] = _logs(results["logs"])
+    context["elapsed_ms"] = round((time.monotonic() - started) * 1000, 1)
+    return context
+
+
+def log_window_start(alerts: Sequence[Alert], end: datetime, logs: LogReading) -> datetime:
+    """`window_before` before the earliest alert's start (a start in the future, or
+    none at all, counts as now)."""
+    starts = [a.starts_at for a in alerts if a.starts_at and a.starts_at.tzinfo is not None]
+    earliest = min([end, *(s for s in starts if s.year > 1)])
+    return earliest - timedelta(seconds=logs.window_before)
+
+
+def _log_call(
+    logs: LogReading, start: datetime, end: datetime, timeout: float
+) -> tuple[Callable[[], Any], float]:
+    budget = min(timeout, logs.timeout)
+
+    def read() -> dict[str, Any]:
+        query = LogQuery(since=start, limit=logs.max_lines)
+        try:
+            lines = logs.source.read(query, timeout=budget)
+        except LogSourceError:
+            raise
+        except Exception as exc:  # a log line that trips a parser must not stop the analysis
+            raise LogSourceError(f"reading logs failed: {type(exc).__name__}") from exc
+        return summarize(lines, source=logs.source.name, start=start, end=end, limit=query.limit)
+
+    return read, budget
+
+
+def _logs(result: Any) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the summary or None, its `sources` entry)."""
+    if isinstance(result, dict):
+        lines = result["lines"]
+        return result, {"ok": True, "error": None, "kind": None, "lines": lines, "empty": not lines}
+    if isinstance(result, LogSourceError):
+        error, kind = str(result), result.kind
+    elif isinstance(result, DeadlineExceeded):
+        error, kind = f"logs: {result}", "timeout"
+    else:
+        error, kind = f"reading logs failed: {type(result).__name__}", "error"
+    return None, {"ok": False, "error": error, "kind": kind, "lines": 0, "empty": True}
 
 
 def metric_labels(

@@ -7,14 +7,16 @@ The rules (a table in the README, "LLM policy"):
 - firing: issue_detected true; severity = max(model, the label's floor, the rules');
 - proposed_action: an action allowed for these alerts, else the rules' (else none);
 - firing and critical: requires_immediate_action true; proposed_action `none` becomes
-  the rules' proposal, else escalate.
+  the rules' proposal, else escalate;
+- an action the rules' evidence vetoes (a restart when the logs show it will not help:
+  out of memory, a feed vendor down) becomes the rules' proposal, else escalate.
 
 Every change is returned as a `PolicyOverride` (field, model, final, rule).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,9 +70,15 @@ def apply_policy(
     model: Verdict,
     rule: Verdict,
     allowed: Sequence[str],
+    *,
+    vetoed: Collection[str] = (),
 ) -> tuple[Verdict, list[PolicyOverride]]:
     """The final verdict, and every field the policy changed from the model's."""
     final = _final_values(notification, model, rule, allowed)
+    if final["proposed_action"] in vetoed:
+        fallback = rule.proposed_action
+        ok = fallback in allowed and fallback not in vetoed
+        final["proposed_action"] = fallback if ok else "escalate"
     overrides = [
         PolicyOverride(
             field=name,

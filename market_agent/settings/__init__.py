@@ -26,6 +26,7 @@ from market_agent.settings.core import (
     load_settings,
     read_secret_file,
 )
+from market_agent.settings.logs import LogsSettings
 
 __all__ = [
     "PLACEHOLDER",
@@ -38,6 +39,7 @@ __all__ = [
     "EndpointSettings",
     "LLMSettings",
     "ListenSettings",
+    "LogsSettings",
     "NotifierSettings",
     "Settings",
     "default_config_dir",

@@ -28,6 +28,7 @@ from market_agent.errors import ConfigError, closest, describe_problem
 from market_agent.settings.actions import ActionSpec, ActionsSettings, NotifierSettings
 from market_agent.settings.base import Section as _Section
 from market_agent.settings.base import default_config_dir, default_state_dir
+from market_agent.settings.logs import LogsSettings
 
 ENV_PREFIX = "MARKET_AGENT_"
 #: Environment variables with the prefix that are not settings.
@@ -185,6 +186,8 @@ class Settings(_Section):
     actions: ActionsSettings = Field(default_factory=ActionsSettings)
     #: Escalation notifiers by name (`market_agent.settings.actions`).
     notifiers: dict[str, NotifierSettings] = Field(default_factory=dict)
+    #: Where the predictor's logs are (`market_agent.settings.logs`); None: no logs.
+    logs: LogsSettings | None = None
 
     #: The config file the settings came from, if any (not a setting itself).
     _source: Path | None = PrivateAttr(default=None)

@@ -37,6 +37,16 @@ def ensure_debian_packages(*binaries: str) -> dict[str, str]:
     return {binary: path for binary, path in paths.items() if path is not None}
 
 
+def ensure_debian_file(path: str, package: str) -> str:
+    """`path` (a program outside PATH, such as /lib/systemd/...), apt-installing
+    `package` when it is missing; fails the test when that is impossible."""
+    if not os.path.exists(path):
+        _apt_install([package])
+    if not os.path.exists(path):
+        pytest.fail(f"installed {package} but {path} is still missing", pytrace=False)
+    return path
+
+
 def _apt_install(packages: list[str]) -> None:
     if shutil.which("apt-get") is None:
         pytest.fail(f"need Debian packages {packages} but apt-get is not available", pytrace=False)

@@ -6,12 +6,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from market_agent.analysis.base import Judgement
-from market_agent.analysis.rules import adjust, scoring, wording
+from market_agent.analysis.rules import adjust, logs, scoring, wording
 from market_agent.analysis.rules.scoring import AVAILABILITY, CRITICAL, Evidence, Finding
 from market_agent.analysis.rules.table import load_rule_table
 from market_agent.errors import ConfigError
 from market_agent.labels import is_managed
 from market_agent.models import Alert, Notification, Verdict
+from market_agent.models import Evidence as Found
 
 # Validates exactly as `Verdict(...)` does, without BaseModel's Python-level __init__.
 _validate_verdict: Callable[[dict[str, Any]], Verdict] = (
@@ -60,14 +61,24 @@ class RuleAnalyzer:
             return Judgement(verdict=wording.resolved_verdict(notification), analyzer="rules")
         evidence = [self._evidence(alert) for alert in firing]
         finding = scoring.find(self.table, evidence)
+        found: list[Found] = []
         if context:
             context = adjust.mapping(context)
             limits, action = self.table.thresholds, self.restart_action
             adjust.apply_context(finding, evidence, context, limits, action)
-        if finding.issue_type is AVAILABILITY and not finding.restartable:
+            found = self._log_evidence(finding, adjust.mapping(context.get("logs")))
+        if finding.issue_type is AVAILABILITY and not finding.restartable and not found:
             finding.notes.append("it is restarting in a loop, so another restart will not help")
         adjust.raise_severity(finding)
-        return Judgement(self._verdict(finding, evidence), "rules")
+        vetoed = frozenset({self.restart_action}) if finding.restart_vetoed_by else frozenset()
+        verdict = self._verdict(finding, evidence)
+        return Judgement(verdict, "rules", evidence=tuple(found), vetoed_actions=vetoed)
+
+    def _log_evidence(self, finding: scoring.Finding, summary: Mapping[str, Any]) -> list[Found]:
+        """Log signatures about the managed service (the logs are the predictor's)."""
+        if not finding.managed or not summary or not self.table.log_signatures:
+            return []
+        return logs.apply_logs(finding, summary, self.table.log_signatures)
 
     def _evidence(self, alert: Alert) -> Evidence:
         table = self.table
@@ -95,6 +106,8 @@ class RuleAnalyzer:
 
     def _action(self, finding: Finding) -> str:
         """`restart` only for an outage of the managed service that a restart can fix."""
+        if finding.log_action:
+            return finding.log_action
         for rule in finding.rules:
             if rule.proposed_action:
                 if rule.proposed_action != self.restart_action:

@@ -60,6 +60,10 @@ class Finding:
     ranked: tuple[int, ...]  # their indexes in the table
     restartable: bool = True
     cleared: bool = False
+    #: The action log evidence calls for (`[[log_signatures]]` proposed_action).
+    log_action: str | None = None
+    #: The log evidence that says a restart will not help (a signature id), if any.
+    restart_vetoed_by: str | None = None
     signals: str = ""
     notes: list[str] = field(default_factory=list)
     situations: list[str] = field(default_factory=list)

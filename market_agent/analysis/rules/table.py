@@ -50,7 +50,15 @@ from market_agent.analysis.severity import parse_severity_map
 from market_agent.errors import ConfigError
 from market_agent.models import Alert, IssueType, Severity
 
-__all__ = ["Clearance", "Rule", "RuleSpec", "RuleTable", "Thresholds", "load_rule_table"]
+__all__ = [
+    "Clearance",
+    "LogSignature",
+    "Rule",
+    "RuleSpec",
+    "RuleTable",
+    "Thresholds",
+    "load_rule_table",
+]
 
 # ------------------------------------------------------------------- schema
 
@@ -102,6 +110,15 @@ class Thresholds(BaseModel):
     restart_failures_to_escalate: StrictInt = 3
 
 
+def _regexes(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"bad regex {pattern!r}: {exc}") from None
+    return patterns
+
+
 class RuleSpec(BaseModel):
     """One `[[rules]]` entry (see `rules.toml` for the meaning of each key)."""
 
@@ -135,12 +152,7 @@ class RuleSpec(BaseModel):
     @field_validator("patterns")
     @classmethod
     def _compiles(cls, patterns: list[str]) -> list[str]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"bad regex {pattern!r}: {exc}") from None
-        return patterns
+        return _regexes(patterns)
 
     @model_validator(mode="after")
     def _matches_something(self) -> RuleSpec:
@@ -177,6 +189,44 @@ class RuleSpec(BaseModel):
         )
 
 
+class LogSignatureSpec(BaseModel):
+    """One `[[log_signatures]]` entry (see `rules.toml`)."""
+
+    model_config = _SCHEMA
+
+    id: _NonEmpty
+    issue_type: _Type
+    summary: _NonEmpty
+    patterns: Annotated[list[StrictStr], Field(strict=False, min_length=1)]
+    min_count: StrictInt = Field(default=1, ge=1)
+    applies_to: list[_Type] = []
+    explains_outage: StrictBool = False
+    no_restart: StrictBool = False
+    severity: Annotated[Severity, Field(strict=False)] | None = None
+    proposed_action: _NonEmpty | None = None
+    recommended_actions: _Strings = []
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, patterns: list[str]) -> list[str]:
+        return _regexes(patterns)
+
+    def compile(self) -> LogSignature:
+        return LogSignature(
+            id=self.id,
+            issue_type=self.issue_type,
+            summary=self.summary,
+            patterns=tuple(re.compile(p) for p in self.patterns),
+            min_count=self.min_count,
+            applies_to=frozenset(self.applies_to),
+            explains_outage=self.explains_outage,
+            no_restart=self.no_restart,
+            severity=self.severity,
+            proposed_action=self.proposed_action,
+            recommended_actions=tuple(self.recommended_actions),
+        )
+
+
 class _Settings(BaseModel):
     model_config = _SCHEMA
 
@@ -196,6 +246,7 @@ class _RuleFile(BaseModel):
     severity: dict[StrictStr, _Strings] = {}
     context: Thresholds = Thresholds()
     rules: list[RuleSpec] = []
+    log_signatures: list[LogSignatureSpec] = []
     actions: dict[StrictStr, dict[StrictStr, _Strings]] = {}
 
 
@@ -230,6 +281,30 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSignature:
+    """A compiled `[[log_signatures]]` entry: evidence read from the log summary."""
+
+    id: str
+    issue_type: IssueType
+    summary: str
+    patterns: tuple[re.Pattern[str], ...]
+    min_count: int = 1
+    #: Issue types it may change (empty: any).
+    applies_to: frozenset[IssueType] = frozenset()
+    #: It can explain a predictor that does not answer (out of memory, disk full).
+    explains_outage: bool = False
+    no_restart: bool = False
+    severity: Severity | None = None
+    proposed_action: str | None = None
+    recommended_actions: tuple[str, ...] = ()
+
+    @property
+    def situation(self) -> str:
+        """Its key among `[actions.situations]` (its recommended steps)."""
+        return "log:" + self.id
+
+
+@dataclass(frozen=True, slots=True)
 class RuleTable:
     """The compiled rule table: rules, severity map, thresholds and action texts."""
 
@@ -241,6 +316,7 @@ class RuleTable:
     tie_order: tuple[IssueType, ...]
     thresholds: Thresholds
     actions: Mapping[str, Mapping[str, tuple[str, ...]]]
+    log_signatures: tuple[LogSignature, ...] = ()
     matcher: Matcher = field(init=False, repr=False, compare=False)
     #: Sum of field weights for every field mask.
     mask_weights: tuple[float, ...] = field(init=False, repr=False, compare=False)
@@ -339,6 +415,14 @@ def _table_from_data(data: Mapping[str, Any]) -> RuleTable:
         raise _file_error(exc, data) from None
     rules = [rule.compile() for rule in spec.rules]
     _check_unique(rules, "rules.toml")
+    signatures = tuple(entry.compile() for entry in spec.log_signatures)
+    _check_unique(signatures, "rules.toml log_signatures")
+    actions = {
+        group: {key: tuple(steps) for key, steps in texts.items()}
+        for group, texts in spec.actions.items()
+    }
+    situations = actions.setdefault("situations", {})
+    situations.update({s.situation: s.recommended_actions for s in signatures})
     settings = spec.settings
     return RuleTable(
         rules=tuple(rules),
@@ -348,10 +432,8 @@ def _table_from_data(data: Mapping[str, Any]) -> RuleTable:
         semantic_labels=tuple(settings.semantic_labels),
         tie_order=tuple(settings.tie_order),
         thresholds=spec.context,
-        actions={
-            group: {key: tuple(steps) for key, steps in texts.items()}
-            for group, texts in spec.actions.items()
-        },
+        actions=actions,
+        log_signatures=signatures,
     )
 
 
@@ -368,8 +450,8 @@ def _user_rule(raw: Any, where: str) -> RuleSpec:
 def _file_error(exc: ValidationError, data: Mapping[str, Any]) -> ConfigError:
     error = exc.errors(include_url=False)[0]
     loc = error["loc"]
-    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
-        where = _named(f"rules.toml rules[{loc[1]}]", data["rules"][loc[1]])
+    if len(loc) >= 2 and loc[0] in ("rules", "log_signatures") and isinstance(loc[1], int):
+        where = _named(f"rules.toml {loc[0]}[{loc[1]}]", data[loc[0]][loc[1]])
         return ConfigError(_one_line(where, loc[2:], error))
     return ConfigError(_one_line("rules.toml", loc, error))
 
@@ -427,7 +509,7 @@ def _severity_map(raw: Mapping[str, Any]) -> dict[str, Severity]:
         raise ConfigError(str(exc)) from None
 
 
-def _check_unique(rules: Iterable[Rule], where: str) -> None:
+def _check_unique(rules: Iterable[Rule | LogSignature], where: str) -> None:
     seen: set[str] = set()
     for rule in rules:
         if rule.id in seen:

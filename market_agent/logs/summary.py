@@ -1,0 +1,162 @@
+"""A bounded, redacted summary of log lines: what the analysis and the model see.
+
+Lines are grouped by signature: the message with numbers, ids, hex, UUIDs, IP
+addresses and ports, times and quoted strings replaced by placeholders (a traceback
+is its first line and its exception). Shape (`context["logs"]`)::
+
+    {"source": "file", "window": {"start": "...Z", "end": "...Z"}, "lines": 812,
+     "limit_reached": false, "levels": {"error": 40, "info": 772},
+     "signatures": [{"signature", "level", "count", "first_seen", "last_seen",
+                     "example"}],          # warning and above, most frequent first
+     "frequent": [...],                   # the same for other levels (start-up banners)
+     "examples": [str]}                   # the last few lines, newest last
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from market_agent.logs.base import LEVELS, Level, LogLine
+from market_agent.logs.parse import at_least
+from market_agent.redact import redact_text
+
+MAX_SIGNATURES = 10
+MAX_FREQUENT = 5
+MAX_EXAMPLES = 3
+MAX_SIGNATURE_CHARS = 240
+MAX_EXAMPLE_CHARS = 400
+
+_PLACEHOLDERS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I),
+        "<uuid>",
+    ),
+    (
+        re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"),
+        "<time>",
+    ),
+    (re.compile(r"\b\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?\b"), "<time>"),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b"), "<ip>"),
+    (re.compile(r"\[[0-9a-f:]*:[0-9a-f:]+\](?::\d{1,5})?", re.I), "<ip>"),
+    (re.compile(r"(?<=[A-Za-z0-9]):\d{2,5}\b"), ":<port>"),
+    (re.compile(r"\b0x[0-9a-f]+\b", re.I), "<hex>"),
+    (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{6,}\b", re.I), "<hex>"),
+    (re.compile(r"'[^'\n]{0,200}'|\"[^\"\n]{0,200}\""), "<str>"),
+    (re.compile(r"(?<![A-Za-z0-9_<])\d+(?:\.\d+)?"), "<n>"),
+)
+_LEADING_LEVEL = re.compile(
+    r"^\s*(?:CRITICAL|FATAL|ERROR|WARNING|WARN|INFO|DEBUG|NOTICE|TRACE)\b[:\s]*"
+)
+
+
+@functools.lru_cache(maxsize=4096)  # the same lines come back: a loop's traceback, a banner
+def normalise(text: str) -> str:
+    """One line with its variable parts replaced by placeholders."""
+    for pattern, placeholder in _PLACEHOLDERS:
+        text = pattern.sub(placeholder, text)
+    return " ".join(text.split())
+
+
+def signature(message: str) -> str:
+    """The grouping key of a record: its first line, and its last when it has several
+    (a traceback's exception)."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    head = normalise(_LEADING_LEVEL.sub("", lines[0]))
+    if len(lines) > 1 and lines[-1] != lines[0]:
+        head += " ... " + normalise(lines[-1])
+    return head[:MAX_SIGNATURE_CHARS]
+
+
+@dataclass(slots=True)
+class _Group:
+    level: Level
+    count: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+    example: str
+
+    def add(self, line: LogLine) -> None:
+        self.count += 1
+        if at_least(line.level, self.level):
+            self.level = line.level
+        if line.timestamp is not None:
+            self.first_seen = min(self.first_seen or line.timestamp, line.timestamp)
+            self.last_seen = max(self.last_seen or line.timestamp, line.timestamp)
+        self.example = line.message
+
+    def to_json(self, key: str) -> dict[str, Any]:
+        return {
+            "signature": redact_text(key),
+            "level": self.level,
+            "count": self.count,
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
+            "example": _example(self.example),
+        }
+
+
+def summarize(
+    lines: Sequence[LogLine],
+    *,
+    source: str,
+    start: datetime,
+    end: datetime,
+    limit: int,
+) -> dict[str, Any]:
+    """The summary of `lines` (oldest first) read for the window `start`..`end`."""
+    groups: dict[str, _Group] = {}
+    levels = dict.fromkeys(LEVELS, 0)
+    for line in lines:
+        levels[line.level] += 1
+        key = signature(line.message)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group(line.level, 0, None, None, "")
+        group.add(line)
+    ranked = sorted(groups.items(), key=lambda item: -item[1].count)
+    serious = [(k, g) for k, g in ranked if at_least(g.level, "warning")]
+    other = [(k, g) for k, g in ranked if not at_least(g.level, "warning") and g.count > 1]
+    return {
+        "source": source,
+        "window": {"start": iso(start), "end": iso(end)},
+        "lines": len(lines),
+        "limit_reached": len(lines) >= limit,
+        "levels": {level: count for level, count in levels.items() if count},
+        "signatures": [g.to_json(k) for k, g in serious[:MAX_SIGNATURES]],
+        "frequent": [g.to_json(k) for k, g in other[:MAX_FREQUENT]],
+        "examples": _latest_distinct(lines),
+    }
+
+
+def _latest_distinct(lines: Sequence[LogLine]) -> list[str]:
+    """The newest few lines, one per signature, oldest first."""
+    seen: set[str] = set()
+    examples: list[str] = []
+    for line in reversed(lines):
+        key = signature(line.message)
+        if key not in seen:
+            seen.add(key)
+            examples.insert(0, _example(line.message))
+            if len(examples) == MAX_EXAMPLES:
+                break
+    return examples
+
+
+def _example(message: str) -> str:
+    """A line as logged, redacted; a long record keeps its start and its last line."""
+    text = redact_text(message)
+    if len(text) <= MAX_EXAMPLE_CHARS:
+        return text
+    last = text.rstrip().rsplit("\n", 1)[-1][: MAX_EXAMPLE_CHARS // 2]
+    return text[: MAX_EXAMPLE_CHARS - len(last) - 7] + " [...] " + last
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
