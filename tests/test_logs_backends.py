@@ -47,7 +47,7 @@ def settings_from(tmp_path: Path, body: str) -> Settings:
         ('backend = "loki"\nurl = "ftp://l"\nquery = "{a=\\"b\\"}"', "key 'logs.url'"),
         ('backend = "syslog"', "key 'logs.backend'"),
         ('backend = "file"\npath = "/x"\nwindow_before = "soon"', "key 'logs.window_before'"),
-        ('backend = "file"\npath = "/x"\nfollow = true', "key 'logs.follow': unknown key"),
+        ('backend = "file"\npath = "/x"\nfollow = true', "unknown key 'logs.follow'"),
         ('backend = "journald"', "needs `logs.unit`"),
     ],
 )
