@@ -189,9 +189,10 @@ class InvestigatingAnalyzer(LLMAnalyzer):
         self.record = record
 
     def judge(self, notification: Notification, context: Mapping[str, Any]) -> Judgement:
+        chat = self._client()  # LangChain's import is not the investigation's time
         run = _Run(self.limits, time.monotonic())
         try:
-            return self._investigate(notification, context, run)
+            return self._investigate(chat, notification, context, run)
         except InvestigationFailure as failure:
             why = f"investigation failed: {failure}"
             try:
@@ -205,9 +206,8 @@ class InvestigatingAnalyzer(LLMAnalyzer):
             )
 
     def _investigate(
-        self, notification: Notification, context: Mapping[str, Any], run: _Run
+        self, chat: Any, notification: Notification, context: Mapping[str, Any], run: _Run
     ) -> Judgement:
-        chat = self._client()
         if not self._slots.acquire(timeout=max(0.0, run.end - time.monotonic())):
             raise run.failure(WAITED_FOR_A_SLOT)
         try:

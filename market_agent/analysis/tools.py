@@ -285,12 +285,13 @@ class Toolbox:
 
     def _search_logs(self, args: LogsArgs, timeout: float) -> Any:
         assert self.logs is not None  # the tool is offered only with a log source
-        since = datetime.now(UTC) - timedelta(seconds=parse_duration(args.since or "15m"))
+        window = args.since or "15m"
+        since = datetime.now(UTC) - timedelta(seconds=parse_duration(window))
         query = LogQuery(since=since, contains=args.query, level=args.level, limit=MAX_LOG_LINES)
         lines = self.logs.read(query, timeout=timeout)
         return {
             "source": self.logs.name,
-            "since": args.since,
+            "since": window,
             "lines": len(lines),
             "by_level": dict(Counter(line.level for line in lines)),
             "last": [_log_line(line) for line in lines[-MAX_ITEMS:]],

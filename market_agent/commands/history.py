@@ -100,17 +100,35 @@ def stats(ctx: typer.Context, since: SinceOpt = None, json_output: JsonOpt = Fal
 @history_app.command("show")
 def show(
     ctx: typer.Context,
-    action_id: Annotated[str, typer.Argument(metavar="ID", help="Action id (or a unique prefix).")],
+    action_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="Action id, or an analysis or notification id for its investigation "
+            "(or a unique prefix).",
+        ),
+    ],
     json_output: JsonOpt = False,
 ) -> None:
-    """One action with its whole chain: notification, analysis, guards, steps, escalations."""
+    """One action with its whole chain: notification, analysis, guards, steps, escalations;
+    an investigation (analyze --investigate) as a timeline of its tool calls."""
     from market_agent.audit.query import action_chain
+    from market_agent.errors import InputError
 
-    chain = action_chain(_audit_files(ctx), action_id)
+    files = _audit_files(ctx)
+    try:
+        chain = action_chain(files, action_id)
+    except InputError:
+        if show_investigation(files, action_id, json_output):
+            return
+        raise
     if json_output:
         _write_raw(line for line, _ in chain.records)
     else:
         _print(chain_table(chain.action_id, [record for _, record in chain.records]))
+    analysis = next((r for _, r in chain.records if r.get("kind") == "analysis"), None)
+    if analysis is not None and isinstance(analysis.get("id"), str):
+        show_investigation(files, analysis["id"], json_output)
 
 
 @history_app.command("verify")
@@ -321,3 +339,71 @@ def chain_table(action_id: str, records: list[dict[str, Any]]) -> RenderableType
             summarize(record) if kind != "action" else str(record.get("detail") or ""),
         )
     return table
+
+
+# Investigation timeline (analyze --investigate) ---------------------------------------
+
+
+def show_investigation(files: list[Path], ident: str, json_output: bool) -> bool:
+    """Print the investigation of analysis (or notification) `ident`; False if none."""
+    from market_agent.audit.investigation import find_investigation
+
+    found = find_investigation(files, ident)
+    if found is None:
+        return False
+    if json_output:
+        origin = [found.analysis[0]] if found.analysis else []
+        _write_raw([*(line for line, _ in found.steps), *origin])
+    else:
+        analysis = found.analysis[1] if found.analysis else None
+        _print(investigation_timeline(found.analysis_id, [r for _, r in found.steps], analysis))
+    return True
+
+
+def investigation_timeline(
+    analysis_id: str, steps: list[dict[str, Any]], analysis: dict[str, Any] | None
+) -> RenderableType:
+    """One row per tool call, in order, then the verdict it led to."""
+    import json
+
+    from rich.table import Table
+
+    table = Table(
+        title=f"investigation of analysis {analysis_id[:12]}", show_edge=False, pad_edge=False
+    )
+    for column in ("step", "time (UTC)", "tool", "arguments", "result", "ms"):
+        table.add_column(column, overflow="fold")
+    for step in steps:
+        arguments = json.dumps(step.get("arguments") or {}, ensure_ascii=False)
+        error = step.get("error")
+        result = f"error: {error}" if error else str(step.get("result") or "")
+        table.add_row(
+            str(step.get("step", "")),
+            str(step.get("ts", ""))[11:23],
+            str(step.get("tool", "")),
+            _clip(arguments, 120),
+            _clip(result, 240),
+            f"{step.get('elapsed_ms', 0):.0f}",
+        )
+    if analysis is not None:
+        table.caption = _verdict_line(analysis)
+    return table
+
+
+def _verdict_line(analysis: dict[str, Any]) -> str:
+    investigation = analysis.get("investigation") or {}
+    how = f"investigation {investigation.get('outcome')}, "
+    how += f"{investigation.get('tool_calls')} tool calls"
+    if investigation.get("limit"):
+        how += f", stopped by {investigation['limit']}"
+    cited = ", ".join(str(e.get("source")) for e in analysis.get("evidence") or [])
+    line = f"verdict: {summarize(analysis)}; {how}"
+    if cited:
+        line += f"; evidence: {cited}"
+    if analysis.get("fallback_reason"):
+        line += f"; fallback: {analysis['fallback_reason']}"
+    return line
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
