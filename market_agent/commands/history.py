@@ -363,31 +363,27 @@ def show_investigation(files: list[Path], ident: str, json_output: bool) -> bool
 def investigation_timeline(
     analysis_id: str, steps: list[dict[str, Any]], analysis: dict[str, Any] | None
 ) -> RenderableType:
-    """One row per tool call, in order, then the verdict it led to."""
+    """One entry per tool call, in order (arguments, then result or error), then the
+    verdict it led to."""
     import json
 
-    from rich.table import Table
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.text import Text
 
-    table = Table(
-        title=f"investigation of analysis {analysis_id[:12]}", show_edge=False, pad_edge=False
-    )
-    for column in ("step", "time (UTC)", "tool", "arguments", "result", "ms"):
-        table.add_column(column, overflow="fold")
+    parts: list[RenderableType] = [Text(f"investigation of analysis {analysis_id[:12]}")]
     for step in steps:
+        when = str(step.get("ts", ""))[11:23]
+        head = f"{step.get('step', ''):>3}  {when}  {step.get('tool', '')}"
+        parts.append(Text(f"{head}  ({step.get('elapsed_ms', 0):.0f} ms)"))
         arguments = json.dumps(step.get("arguments") or {}, ensure_ascii=False)
         error = step.get("error")
-        result = f"error: {error}" if error else str(step.get("result") or "")
-        table.add_row(
-            str(step.get("step", "")),
-            str(step.get("ts", ""))[11:23],
-            str(step.get("tool", "")),
-            _clip(arguments, 120),
-            _clip(result, 240),
-            f"{step.get('elapsed_ms', 0):.0f}",
-        )
+        outcome = f"error: {error}" if error else f"-> {step.get('result') or ''}"
+        for line in (f"args: {_clip(arguments, 300)}", _clip(outcome, 400)):
+            parts.append(Padding(Text(line), (0, 0, 0, 5)))
     if analysis is not None:
-        table.caption = _verdict_line(analysis)
-    return table
+        parts.append(Text(_verdict_line(analysis)))
+    return Group(*parts)
 
 
 def _verdict_line(analysis: dict[str, Any]) -> str:
