@@ -426,7 +426,7 @@ def test_listen_builds_the_investigator_from_analysis_mode(tmp_path: Path) -> No
 def test_limits_are_validated_settings(tmp_path: Path) -> None:
     from market_agent.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="analysis.investigation.max_tool_calls"):
+    with pytest.raises(ConfigError, match=r"analysis\.investigation\.max_tool_calls"):
         settings_for("http://x/v1", tmp_path, max_tool_calls=-1)
     assert settings_for("http://x/v1", tmp_path).analysis.investigation.deadline == 60.0
 
@@ -456,7 +456,7 @@ def test_cli_investigate_and_history_timeline(
     assert shown.exit_code == 0, shown.stderr
     text = " ".join(shown.stdout.split())
     assert f"investigation of analysis {row['id'][:12]}" in text
-    assert '1 ' in text and 'query_prometheus' in text
+    assert "1 " in text and "query_prometheus" in text
     assert 'args: {"promql": "up{job=\\"market-predictor\\"}"}' in text
     assert "investigation answered, 1 tool calls; evidence: investigation:1" in text
 

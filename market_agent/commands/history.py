@@ -127,8 +127,8 @@ def show(
     else:
         _print(chain_table(chain.action_id, [record for _, record in chain.records]))
     analysis = next((r for _, r in chain.records if r.get("kind") == "analysis"), None)
-    if analysis is not None and isinstance(analysis.get("id"), str):
-        show_investigation(files, analysis["id"], json_output)
+    if analysis is not None and analysis.get("investigation"):
+        show_investigation(files, str(analysis.get("id")), json_output)
 
 
 @history_app.command("verify")

@@ -76,6 +76,4 @@ def _wanted(line: LogLine, query: LogQuery) -> bool:
         return False
     if query.contains and query.contains.lower() not in line.message.lower():
         return False
-    if query.level and _RANK.get(line.level, 0) < _RANK[query.level]:
-        return False
-    return True
+    return not (query.level and _RANK.get(line.level, 0) < _RANK[query.level])
