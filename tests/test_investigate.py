@@ -502,3 +502,19 @@ def test_tool_call_ids_get_their_results(investigation: Start, httpx_mock) -> No
     calls = [c["id"] for m in last["messages"] if m.get("tool_calls") for c in m["tool_calls"]]
     answered = [m["tool_call_id"] for m in last["messages"] if m["role"] == "tool"]
     assert len(answered) == len(calls) == 3
+
+
+def test_eval_llm_measures_investigations(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from tests.test_eval_llm import dev_rows, eval_module
+
+    def script(body: dict[str, Any]) -> Step:
+        return Answer(VERDICT) if tool_messages(body) else ToolCalls([("predictor_status", {})])
+
+    with ScriptedLLM(script) as llm:
+        argv = ["--base-url", llm.url, "--model", "m", "--data", str(dev_rows(tmp_path))]
+        argv += ["--investigate", "--predictor-url", "http://127.0.0.1:9", "--json"]
+        eval_module().main(argv)
+    results = json.loads(capsys.readouterr().out)
+    assert results["llm"]["tool_calls"] == 4
+    assert results["llm"]["investigations"] == {"answered": 4}
+    assert results["rules"]["investigations"] == {}
