@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from string import Template
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from market_agent.analysis.base import Judgement, current_link
 from market_agent.analysis.llm import (
@@ -159,9 +159,9 @@ class _Run:
     def elapsed_ms(self) -> float:
         return round((time.monotonic() - self.started) * 1000, 1)
 
-    def summary(self, outcome: str) -> InvestigationSummary:
+    def summary(self, outcome: Literal["answered", "partial", "failed"]) -> InvestigationSummary:
         return InvestigationSummary(
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=outcome,
             tool_calls=self.calls,
             limit=self.stopped_by,
             elapsed_ms=self.elapsed_ms(),

@@ -378,7 +378,7 @@ def investigation_timeline(
         parts.append(Text(f"{head}  ({step.get('elapsed_ms', 0):.0f} ms)"))
         arguments = json.dumps(step.get("arguments") or {}, ensure_ascii=False)
         error = step.get("error")
-        outcome = f"error: {error}" if error else f"-> {step.get('result') or ''}"
+        outcome = f"error: {error}" if error else f"-> {_spaced(str(step.get('result') or ''))}"
         for line in (f"args: {_clip(arguments, 300)}", _clip(outcome, 400)):
             parts.append(Padding(Text(line), (0, 0, 0, 5)))
     if analysis is not None:
@@ -399,6 +399,16 @@ def _verdict_line(analysis: dict[str, Any]) -> str:
     if analysis.get("fallback_reason"):
         line += f"; fallback: {analysis['fallback_reason']}"
     return line
+
+
+def _spaced(text: str) -> str:
+    """A compact JSON result with spaces after separators, so that it wraps."""
+    import json
+
+    try:
+        return json.dumps(json.loads(text), ensure_ascii=False)
+    except ValueError:  # a result cut to max_result_chars is no longer JSON
+        return text.replace('","', '", "').replace(",{", ", {")
 
 
 def _clip(text: str, limit: int) -> str:
