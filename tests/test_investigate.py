@@ -465,6 +465,14 @@ def test_cli_investigate_and_history_timeline(
     assert kinds == ["investigation_step", "analysis"]
 
 
+def test_investigate_with_the_llm_off_says_so() -> None:
+    result = run_cli("analyze", "--investigate", "--json", str(EXAMPLES / "predictor-down.json"))
+    assert result.exit_code == 0, result.stderr
+    (row,) = result.json_lines()
+    assert row["analyzer"] == "rules"
+    assert row["fallback_reason"].startswith("investigation needs the LLM, which is off")
+
+
 def test_cli_investigate_without_the_llm_is_a_usage_error() -> None:
     result = run_cli("analyze", "--investigate", "--no-llm", str(EXAMPLES / "resolved.json"))
     assert result.exit_code == 2

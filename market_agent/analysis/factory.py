@@ -31,7 +31,12 @@ def build_analysis_service(
     llm_settings = settings.llm
     catalog = action_catalog(settings)
     if not use_llm or not llm_settings.active:
-        return AnalysisService(rules, managed_service=managed, actions=catalog)
+        unavailable = None
+        if use_llm and settings.analysis.mode == "investigate":
+            unavailable = "investigation needs the LLM, which is off (set llm.base_url or a key)"
+        return AnalysisService(
+            rules, managed_service=managed, llm_unavailable=unavailable, actions=catalog
+        )
     if not llm_settings.base_url and not llm_settings.resolved_api_key():
         reason = f"LLM enabled but no API key (set ${llm_settings.api_key_env} or llm.base_url)"
         return AnalysisService(
