@@ -264,6 +264,13 @@ def test_unknown_tool_falls_back_and_runs_nothing(investigation: Start, httpx_mo
     assert [s["error"] for s in run.steps()] == ["unknown tool"]
 
 
+def test_huge_arguments_are_cut_in_the_audit_log(investigation: Start) -> None:
+    run = investigation([ToolCalls([("dump", {"x": "y" * 100_000})]), Answer(VERDICT)])
+    run.analyze()
+    (step,) = run.steps()
+    assert step["arguments"] == {"raw": '{"x": "' + "y" * 493}
+
+
 def test_a_loop_that_never_answers_stops_at_max_tool_calls_then_rules(
     investigation: Start, httpx_mock
 ) -> None:

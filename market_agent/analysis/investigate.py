@@ -334,6 +334,9 @@ class InvestigatingAnalyzer(LLMAnalyzer):
         error: str | None,
     ) -> Step:
         args = arguments if isinstance(arguments, dict) else {"raw": str(arguments)}
+        shown = json.dumps(args, ensure_ascii=False, default=str)
+        if len(shown) > MAX_RAW_ARGUMENTS * 4:  # the model's, unbounded: keep the start
+            args = {"raw": shown[:MAX_RAW_ARGUMENTS]}
         step = Step(
             len(run.steps) + 1,
             redact_text(tool[:60]),
