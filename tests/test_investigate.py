@@ -25,6 +25,7 @@ import pytest
 from market_agent.analysis.analyzer import AnalysisService
 from market_agent.analysis.factory import build_analysis_service, build_toolbox
 from market_agent.analysis.investigate import InvestigatingAnalyzer
+from market_agent.audit import AuditLog
 from market_agent.audit.query import load_record
 from market_agent.inputs import read_source
 from market_agent.models import Analysis, Notification
@@ -470,6 +471,13 @@ def test_cli_investigate_and_history_timeline(
     raw = run_cli("history", "show", row["notification_id"], "--json")
     kinds = [line["kind"] for line in raw.json_lines()]
     assert kinds == ["investigation_step", "analysis"]
+
+    action = {"action_id": "act-0123456789", "analysis_id": row["id"], "action": "escalate"}
+    AuditLog(tmp_path / "audit.jsonl").append("action", {**action, "step": "result"})
+    chain = run_cli("history", "show", "act-0123456789")
+    assert chain.exit_code == 0, chain.stderr
+    assert "action act-0123456789" in chain.stdout
+    assert f"investigation of analysis {row['id'][:12]}" in chain.stdout
 
 
 def test_investigate_with_the_llm_off_says_so() -> None:
