@@ -11,6 +11,7 @@ tool call is an `investigation_step` audit record linked to its analysis.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import re
@@ -541,3 +542,23 @@ def test_eval_llm_measures_investigations(tmp_path: Path, capsys: pytest.Capture
     assert results["llm"]["tool_calls"] == 4
     assert results["llm"]["investigations"] == {"answered": 4}
     assert results["rules"]["investigations"] == {}
+
+
+def test_timeline_shows_model_text_inert() -> None:
+    from rich.console import Console
+
+    from market_agent.commands.investigation_view import investigation_timeline
+
+    step = {
+        "step": 1,
+        "ts": "2026-12-03T14:00:00.000000Z",
+        "tool": "\x1b]0;owned\x07evil",
+        "arguments": {"q": "\x1b[2J"},
+        "error": "unknown tool \x9b31m",
+        "elapsed_ms": 0.0,
+    }
+    console = Console(width=100, file=io.StringIO(), force_terminal=False)
+    console.print(investigation_timeline("a" * 32, [step], None))
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "\x1b" not in shown and "\x9b" not in shown and "\x07" not in shown
+    assert "\\x1b]0;owned\\x07evil" in shown and "\\x9b31m" in shown

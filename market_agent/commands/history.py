@@ -113,6 +113,7 @@ def show(
     """One action with its whole chain: notification, analysis, guards, steps, escalations;
     an investigation (analyze --investigate) as a timeline of its tool calls."""
     from market_agent.audit.query import action_chain
+    from market_agent.commands.investigation_view import show_investigation
     from market_agent.errors import InputError
 
     files = _audit_files(ctx)
@@ -339,77 +340,3 @@ def chain_table(action_id: str, records: list[dict[str, Any]]) -> RenderableType
             summarize(record) if kind != "action" else str(record.get("detail") or ""),
         )
     return table
-
-
-# Investigation timeline (analyze --investigate) ---------------------------------------
-
-
-def show_investigation(files: list[Path], ident: str, json_output: bool) -> bool:
-    """Print the investigation of analysis (or notification) `ident`; False if none."""
-    from market_agent.audit.investigation import find_investigation
-
-    found = find_investigation(files, ident)
-    if found is None:
-        return False
-    if json_output:
-        origin = [found.analysis[0]] if found.analysis else []
-        _write_raw([*(line for line, _ in found.steps), *origin])
-    else:
-        analysis = found.analysis[1] if found.analysis else None
-        _print(investigation_timeline(found.analysis_id, [r for _, r in found.steps], analysis))
-    return True
-
-
-def investigation_timeline(
-    analysis_id: str, steps: list[dict[str, Any]], analysis: dict[str, Any] | None
-) -> RenderableType:
-    """One entry per tool call, in order (arguments, then result or error), then the
-    verdict it led to."""
-    import json
-
-    from rich.console import Group
-    from rich.padding import Padding
-    from rich.text import Text
-
-    parts: list[RenderableType] = [Text(f"investigation of analysis {analysis_id[:12]}")]
-    for step in steps:
-        when = str(step.get("ts", ""))[11:23]
-        head = f"{step.get('step', ''):>3}  {when}  {step.get('tool', '')}"
-        parts.append(Text(f"{head}  ({step.get('elapsed_ms', 0):.0f} ms)"))
-        arguments = json.dumps(step.get("arguments") or {}, ensure_ascii=False)
-        error = step.get("error")
-        outcome = f"error: {error}" if error else f"-> {_spaced(str(step.get('result') or ''))}"
-        for line in (f"args: {_clip(arguments, 300)}", _clip(outcome, 400)):
-            parts.append(Padding(Text(line), (0, 0, 0, 5)))
-    if analysis is not None:
-        parts.append(Text(_verdict_line(analysis)))
-    return Group(*parts)
-
-
-def _verdict_line(analysis: dict[str, Any]) -> str:
-    investigation = analysis.get("investigation") or {}
-    how = f"investigation {investigation.get('outcome')}, "
-    how += f"{investigation.get('tool_calls')} tool calls"
-    if investigation.get("limit"):
-        how += f", stopped by {investigation['limit']}"
-    cited = ", ".join(str(e.get("source")) for e in analysis.get("evidence") or [])
-    line = f"verdict: {summarize(analysis)}; {how}"
-    if cited:
-        line += f"; evidence: {cited}"
-    if analysis.get("fallback_reason"):
-        line += f"; fallback: {analysis['fallback_reason']}"
-    return line
-
-
-def _spaced(text: str) -> str:
-    """A compact JSON result with spaces after separators, so that it wraps."""
-    import json
-
-    try:
-        return json.dumps(json.loads(text), ensure_ascii=False)
-    except ValueError:  # a result cut to max_result_chars is no longer JSON
-        return text.replace('","', '", "').replace(",{", ", {")
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
