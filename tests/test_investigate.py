@@ -477,7 +477,7 @@ def test_cli_investigate_and_history_timeline(
     AuditLog(tmp_path / "audit.jsonl").append("action", {**action, "step": "result"})
     chain = run_cli("history", "show", "act-0123456789")
     assert chain.exit_code == 0, chain.stderr
-    assert "action act-0123456789" in chain.stdout
+    assert "act-0123456789" in chain.stdout
     assert f"investigation of analysis {row['id'][:12]}" in chain.stdout
 
 
@@ -495,10 +495,12 @@ def test_cli_investigate_without_the_llm_is_a_usage_error() -> None:
     assert "--investigate" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_history_show_unknown_id_still_says_so(tmp_path: Path) -> None:
+def test_history_show_unknown_or_short_id_still_says_so(tmp_path: Path) -> None:
     result = run_cli("history", "show", "abcdef1234")
     assert result.exit_code != 0
     assert "no action 'abcdef1234'" in result.stderr
+    short = run_cli("history", "show", "abc")
+    assert short.exit_code == 2 and "at least 6 characters" in short.stderr
 
 
 def test_investigation_modules_import_no_langchain() -> None:

@@ -57,9 +57,9 @@ def step_fields(
 
 def find_investigation(paths: list[Path], ident: str) -> Investigation | None:
     """The investigation of the analysis (or notification) `ident` names, a unique prefix
-    of at least 6 characters; None when no step links to it."""
+    of at least 6 characters; None when no step links to it (or `ident` is shorter)."""
     if len(ident) < MIN_ID_CHARS:
-        raise InputError(f"id: give at least {MIN_ID_CHARS} characters")
+        return None
     steps: list[tuple[bytes, dict[str, Any]]] = []
     matched: set[str] = set()
     for line in reverse_lines(paths, needles=(ident.encode(),)):
