@@ -564,3 +564,38 @@ def test_timeline_shows_model_text_inert() -> None:
     shown = console.file.getvalue()  # type: ignore[attr-defined]
     assert "\x1b" not in shown and "\x9b" not in shown and "\x07" not in shown
     assert "\\x1b]0;owned\\x07evil" in shown and "\\x9b31m" in shown
+
+
+def test_listen_investigates_and_links_every_step(tmp_path: Path) -> None:
+    """A real Listener (analysis threads) with analysis.mode = investigate: each
+    notification's steps link to its analysis, and the journal's records and the steps
+    written beside them form one intact hash chain."""
+    from market_agent.listen.admission import Listener
+    from tests.helpers import free_port
+    from tests.test_listen_pipeline import admit, make_notification
+
+    def script(body: dict[str, Any]) -> Step:
+        return Answer(VERDICT) if tool_messages(body) else ToolCalls([("predictor_status", {})])
+
+    with ScriptedLLM(script) as llm:
+        settings = settings_for(llm.url, tmp_path)
+        settings.predictor.url = f"http://127.0.0.1:{free_port()}"  # refused: a tool error
+        state = AppState.of(settings)
+        assert state.audit_log is not None
+        listener = Listener(state.audit_log, state.analysis_service(), workers=2)
+        listener.start()
+        try:
+            admit(listener, *(make_notification(f"fp{n}") for n in range(3)))
+        finally:
+            assert listener.stop(60) == 0
+            state.close()
+    records = [load_record(line) for line in settings.audit.path.read_bytes().splitlines()]
+    analyses = {r["id"]: r for r in records if r and r["kind"] == "analysis"}
+    steps = [r for r in records if r and r["kind"] == "investigation_step"]
+    assert len(analyses) == 3 and len(steps) == 3
+    for step in steps:
+        analysis = analyses[step["analysis_id"]]
+        assert step["notification_id"] == analysis["notification_id"]
+        assert "connection refused" in step["error"]
+        assert analysis["investigation"]["outcome"] == "answered"
+    assert state.audit_log.verify().ok
