@@ -3,6 +3,7 @@
     python bench/eval_llm.py --base-url URL --model NAME [--structured-output MODE]
         [--limit N] [--data PATH] [--api-key-env VAR] [--timeout S]
         [--price-in USD] [--price-out USD] [--json]
+        [--investigate [--prometheus-url URL] [--predictor-url URL]]
 
 Runs every notification of a JSONL file of labelled notifications (default: the
 development set `../shared/data/alerts-dev.jsonl` beside the project; line format in
@@ -14,6 +15,13 @@ fallbacks by reason, latency p50/p95, tokens in/out and an estimated cost (price
 in USD per 1M tokens). Run it before switching the LLM on, or to compare models.
 The API key comes from $OPENAI_API_KEY (or --api-key-env); none is needed for a
 local server. Nothing is written to the audit log.
+
+`--investigate` runs the LLM in investigation mode (`analysis.mode = "investigate"`,
+default limits) with its read-only tools pointed at --prometheus-url and
+--predictor-url, and adds to the LLM column the tool calls made and the
+investigations by outcome (answered, partial, failed). Against a data set the
+services describe nothing of these alerts, so this measures the cost and behaviour
+of the loop (calls, tokens, latency, fallbacks), not its accuracy on live evidence.
 """
 
 from __future__ import annotations
@@ -53,6 +61,8 @@ class Tally:
     tokens_in: int = 0
     tokens_out: int = 0
     answered_by_llm: int = 0
+    tool_calls: int = 0
+    investigations: Counter[str] = field(default_factory=Counter)
 
     def add(self, row: dict[str, Any], analysis: Any, elapsed_ms: float) -> None:
         from market_agent.analysis.severity import severity_from_label
@@ -67,6 +77,9 @@ class Tally:
             self.fallbacks[analysis.fallback_reason] += 1
         if analysis.analyzer == "llm":
             self.answered_by_llm += 1
+        if analysis.investigation is not None:
+            self.tool_calls += analysis.investigation.tool_calls
+            self.investigations[analysis.investigation.outcome] += 1
         if analysis.usage is not None:
             self.tokens_in += analysis.usage.input_tokens or 0
             self.tokens_out += analysis.usage.output_tokens or 0
@@ -90,6 +103,8 @@ class Tally:
             "tokens_in": self.tokens_in,
             "tokens_out": self.tokens_out,
             "cost_usd": round((self.tokens_in * price_in + self.tokens_out * price_out) / 1e6, 4),
+            "tool_calls": self.tool_calls,
+            "investigations": dict(self.investigations.most_common()),
         }
 
 
@@ -144,6 +159,10 @@ def build_services(args: argparse.Namespace) -> tuple[Any, Any]:
         "llm.timeout": args.timeout,
         "llm.requests_per_minute": 1_000_000,  # the evaluation paces itself
     }
+    if args.investigate:
+        overrides["analysis.mode"] = "investigate"
+        overrides["prometheus.url"] = args.prometheus_url
+        overrides["predictor.url"] = args.predictor_url
     settings = load_settings(overrides=overrides, environ={})
     if settings.llm.resolved_api_key() is None:
         settings.llm.api_key = "not-needed"  # type: ignore[assignment]
@@ -185,6 +204,9 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         ("tokens in / out", "-", f"{llm['tokens_in']} / {llm['tokens_out']}"),
         ("estimated cost (USD)", "-", llm["cost_usd"]),
     ]
+    if llm["investigations"]:
+        outcomes = ", ".join(f"{k} {v}" for k, v in llm["investigations"].items())
+        rows_out += [("tool calls", "-", llm["tool_calls"]), ("investigations", "-", outcomes)]
     print(f"{'':<34} {'rules':>12} {'llm':>14}")
     for name, left, right in rows_out:
         print(f"{name:<34} {_cell(left):>12} {_cell(right):>14}")
@@ -218,6 +240,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--price-in", type=float, default=0.15, help="USD per 1M input tokens")
     parser.add_argument("--price-out", type=float, default=0.60, help="USD per 1M output tokens")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    parser.add_argument(
+        "--investigate", action="store_true", help="LLM in investigation mode (tools)"
+    )
+    parser.add_argument("--prometheus-url", default="http://127.0.0.1:9090")
+    parser.add_argument("--predictor-url", default="http://127.0.0.1:8000")
     return parser.parse_args(argv)
 
 

@@ -239,6 +239,19 @@ class Evidence(BaseModel):
     last_seen: datetime | None = None
 
 
+class InvestigationSummary(BaseModel):
+    """How an investigation (`analysis.mode = "investigate"`) went; its steps are
+    `investigation_step` audit records linked by the analysis id."""
+
+    #: `answered`: the model gave its verdict; `partial`: a limit stopped the tool
+    #: calls and the verdict rests on what was gathered; `failed`: no usable verdict.
+    outcome: Literal["answered", "partial", "failed"]
+    tool_calls: int
+    #: The limit that stopped it (`max_tool_calls`, `deadline`, `tokens`), if any.
+    limit: str | None = None
+    elapsed_ms: float
+
+
 class Usage(BaseModel):
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -292,6 +305,8 @@ class Analysis(Verdict):
     policy_overrides: list[PolicyOverride] = Field(default_factory=list)
     #: What the verdict rests on beyond the alert's labels (log signatures, tool results).
     evidence: list[Evidence] = Field(default_factory=list)
+    #: Set when the LLM investigated before answering (`analyze --investigate`).
+    investigation: InvestigationSummary | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -17,6 +17,8 @@ from market_agent.models import Notification
 from market_agent.settings import LLMSettings, load_settings
 from tests.cli_helpers import run_cli
 from tests.conftest import EXAMPLES
+from tests.helpers.scripted_llm import Answer
+from tests.helpers.scripted_llm import completion as scripted_completion
 
 URL = "http://llm.test/v1/chat/completions"
 ACTIONS = ("restart", "escalate", "none")
@@ -33,20 +35,8 @@ GOOD = {
 
 
 def completion(content: str) -> dict[str, Any]:
-    return {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "gpt-4o-mini",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": content},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {"prompt_tokens": 321, "completion_tokens": 54, "total_tokens": 375},
-    }
+    """A chat.completion whose assistant content is `content` (the scripted server's)."""
+    return scripted_completion(Answer(content), {"model": "gpt-4o-mini"})
 
 
 def load(name: str) -> Notification:

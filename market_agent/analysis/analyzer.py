@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from market_agent.analysis.base import BUILTIN_ACTIONS, Analyzer, Judgement
+from market_agent.analysis.base import (
+    BUILTIN_ACTIONS,
+    AnalysisLink,
+    Analyzer,
+    Judgement,
+    linked_to,
+)
 from market_agent.analysis.policy import ActionCatalog, ActionInfo, apply_policy
 from market_agent.analysis.severity import severity_from_label
 from market_agent.labels import is_managed
@@ -54,13 +61,16 @@ class AnalysisService:
         notification_id: str | None = None,
     ) -> Analysis:
         context = dict(context or {})
-        judgement, fallback_reason, overrides = self._judge(notification, context)
+        analysis_id = new_id()
+        names = tuple(sorted({alert.name for alert in notification.alerts}))
+        with linked_to(AnalysisLink(analysis_id, notification_id, names)):
+            judgement, fallback_reason, overrides = self._judge(notification, context)
         # Every part is already validated (the verdict, the notification): skip a second pass.
         # `id` and `created_at` are given, not left to their factories: model_construct
         # inspects a factory's signature on every call.
         return Analysis.model_construct(
             **dict(judgement.verdict.bounded()),
-            id=new_id(),
+            id=analysis_id,
             created_at=utc_now(),
             source=source,
             group_key=notification.group_key,
@@ -74,6 +84,7 @@ class AnalysisService:
             notification_id=notification_id,
             policy_overrides=overrides,
             evidence=list(judgement.evidence),
+            investigation=judgement.investigation,
         )
 
     def by_relevance(self, alerts: Sequence[Alert]) -> list[Alert]:
@@ -102,8 +113,8 @@ class AnalysisService:
             notification, judgement.verdict, rule.verdict, allowed, vetoed=rule.vetoed_actions
         )
         evidence = (*judgement.evidence, *rule.evidence)
-        final = Judgement(verdict, judgement.analyzer, judgement.model, judgement.usage, evidence)
-        return final, None, overrides
+        final = dataclasses.replace(judgement, verdict=verdict, evidence=evidence)
+        return final, judgement.fallback_reason, overrides
 
 
 def default_catalog(managed_service: Sequence[Mapping[str, str]]) -> ActionCatalog:

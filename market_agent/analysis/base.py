@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from market_agent.analysis.severity import severity_from_label
-from market_agent.models import Evidence, Notification, Usage, Verdict
+from market_agent.models import Evidence, InvestigationSummary, Notification, Usage, Verdict
 
 #: Actions an analyzer may propose out of the box; configured actions extend it.
 BUILTIN_ACTIONS = ("restart", "escalate", "none")
 
-__all__ = ["BUILTIN_ACTIONS", "Analyzer", "Judgement", "severity_from_label"]
+__all__ = [
+    "BUILTIN_ACTIONS",
+    "AnalysisLink",
+    "Analyzer",
+    "Judgement",
+    "current_link",
+    "linked_to",
+    "severity_from_label",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,9 @@ class Judgement:
     #: Actions the evidence rules out (a restart when the logs say it will not help);
     #: the policy holds any verdict to it.
     vetoed_actions: frozenset[str] = frozenset()
+    investigation: InvestigationSummary | None = None
+    #: Why a lesser analyzer answered (e.g. the single-shot LLM after an investigation).
+    fallback_reason: str | None = None
 
 
 class Analyzer(Protocol):
@@ -36,3 +49,29 @@ class Analyzer(Protocol):
     name: str
 
     def judge(self, notification: Notification, context: Mapping[str, Any]) -> Judgement: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisLink:
+    """The analysis being made, for records written while judging (investigation steps)."""
+
+    analysis_id: str
+    notification_id: str | None
+    alertnames: tuple[str, ...]
+
+
+_LINK: ContextVar[AnalysisLink | None] = ContextVar("market_agent_analysis_link", default=None)
+
+
+@contextlib.contextmanager
+def linked_to(link: AnalysisLink) -> Iterator[None]:
+    """Judge within this analysis: `current_link()` returns `link` meanwhile."""
+    token = _LINK.set(link)
+    try:
+        yield
+    finally:
+        _LINK.reset(token)
+
+
+def current_link() -> AnalysisLink | None:
+    return _LINK.get()

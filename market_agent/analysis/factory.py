@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from market_agent.analysis.analyzer import AnalysisService
@@ -14,10 +14,15 @@ from market_agent.audit.effectiveness import EffectivenessTracker
 from market_agent.models import Notification
 from market_agent.settings import ActionSpec, BackendSpec, Settings
 
+if TYPE_CHECKING:
+    from market_agent.analysis.tools import Toolbox
+
 log = logging.getLogger("market_agent.actions")
 
 
-def build_analysis_service(settings: Settings, *, use_llm: bool = True) -> AnalysisService:
+def build_analysis_service(
+    settings: Settings, *, use_llm: bool = True, toolbox: Toolbox | None = None
+) -> AnalysisService:
     from market_agent.analysis.rules import RuleAnalyzer
 
     learnt = _with_effectiveness(settings)
@@ -26,7 +31,12 @@ def build_analysis_service(settings: Settings, *, use_llm: bool = True) -> Analy
     llm_settings = settings.llm
     catalog = action_catalog(settings)
     if not use_llm or not llm_settings.active:
-        return AnalysisService(rules, managed_service=managed, actions=catalog)
+        unavailable = None
+        if use_llm and settings.analysis.mode == "investigate":
+            unavailable = "investigation needs the LLM, which is off (set llm.base_url or a key)"
+        return AnalysisService(
+            rules, managed_service=managed, llm_unavailable=unavailable, actions=catalog
+        )
     if not llm_settings.base_url and not llm_settings.resolved_api_key():
         reason = f"LLM enabled but no API key (set ${llm_settings.api_key_env} or llm.base_url)"
         return AnalysisService(
@@ -34,8 +44,46 @@ def build_analysis_service(settings: Settings, *, use_llm: bool = True) -> Analy
         )
     from market_agent.analysis.llm import LLMAnalyzer
 
-    llm = learnt(LLMAnalyzer(llm_settings, actions=catalog))
+    if settings.analysis.mode == "investigate":
+        llm = learnt(_investigator(settings, catalog, toolbox))
+    else:
+        llm = learnt(LLMAnalyzer(llm_settings, actions=catalog))
     return AnalysisService(rules, llm, managed_service=managed, actions=catalog)
+
+
+def _investigator(settings: Settings, catalog: ActionCatalog, toolbox: Toolbox | None) -> Analyzer:
+    """`analysis.mode = "investigate"`: the LLM with read-only tools (`toolbox`, else
+    built from the settings) and every step in the audit log."""
+    from market_agent.analysis.investigate import AuditSteps, InvestigatingAnalyzer
+
+    audit = None
+    if settings.audit.enabled:
+        from market_agent.audit import AuditLog
+
+        audit = AuditLog.from_settings(settings.audit)
+    return InvestigatingAnalyzer(
+        settings.llm,
+        limits=settings.analysis.investigation,
+        toolbox=toolbox or build_toolbox(settings),
+        record=AuditSteps(audit) if audit is not None else None,
+        actions=catalog,
+    )
+
+
+def build_toolbox(settings: Settings) -> Toolbox:
+    """The investigation's tools over the configured services, logs and audit log."""
+    from market_agent.analysis.tools import Toolbox
+    from market_agent.clients import AlertmanagerClient, PredictorClient, PrometheusClient
+    from market_agent.logs.factory import build_log_source
+
+    return Toolbox(
+        prometheus=PrometheusClient(settings.prometheus),
+        predictor=PredictorClient(settings.predictor),
+        alertmanager=AlertmanagerClient(settings.alertmanager),
+        logs=build_log_source(settings),
+        history=_action_history(settings),
+        max_result_chars=settings.analysis.investigation.max_result_chars,
+    )
 
 
 def _with_effectiveness(settings: Settings) -> Callable[[Analyzer], Analyzer]:
@@ -68,6 +116,14 @@ class WithEffectiveness:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def _action_history(settings: Settings) -> Callable[[str], Mapping[str, Any]] | None:
+    """One alert's action figures from the audit log (None when it is off)."""
+    if not settings.audit.enabled:
+        return None
+    tracker = EffectivenessTracker(settings.audit.path.expanduser())
+    return lambda alertname: tracker.figures([alertname])
 
 
 def allowed_actions(settings: Settings) -> tuple[str, ...]:

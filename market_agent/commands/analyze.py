@@ -65,6 +65,14 @@ def analyze(
             "(default: analysis.context).",
         ),
     ] = None,
+    investigate: Annotated[
+        bool,
+        typer.Option(
+            "--investigate",
+            help="Let the LLM query Prometheus, logs and Alertmanager (read-only, bounded, "
+            "audited) before its verdict (analysis.mode = investigate).",
+        ),
+    ] = False,
 ) -> None:
     """Analyse saved Alertmanager notifications: severity, issue type, what to do.
 
@@ -76,6 +84,10 @@ def analyze(
 
     state = ctx.obj
     threshold = _parse_severity(fail_on)
+    if investigate:
+        if no_llm:
+            raise typer.BadParameter("needs the LLM: drop --no-llm", param_hint="--investigate")
+        state.override({"analysis.mode": "investigate"})
     sources = files or _stdin_or_usage_error()
     audit = state.audit_log
     if audit is not None:

@@ -173,20 +173,39 @@ def stats(ctx: typer.Context, since: SinceOpt = None, json_output: JsonOpt = Fal
 )
 def show(
     ctx: typer.Context,
-    action_id: Annotated[str, typer.Argument(metavar="ID", help="Action id (or a unique prefix).")],
+    action_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID",
+            help="Action id, or an analysis or notification id for its investigation "
+            "(or a unique prefix).",
+        ),
+    ],
     json_output: JsonOpt = False,
 ) -> None:
-    """One action with its whole chain: notification, analysis, guards, steps, escalations."""
+    """One action with its whole chain: notification, analysis, guards, steps, escalations;
+    an investigation (analyze --investigate) as a timeline of its tool calls."""
     from market_agent.audit.query import action_chain
+    from market_agent.commands.investigation_view import show_investigation
+    from market_agent.errors import InputError
 
-    chain = action_chain(_audit_files(ctx), action_id)
+    files = _audit_files(ctx)
+    try:
+        chain = action_chain(files, action_id)
+    except InputError:
+        if show_investigation(files, action_id, json_output):
+            return
+        raise
     if json_output:
         _write_raw(line for line, _ in chain.records)
-        return
-    from market_agent.commands.history_view import print_chain
-    from market_agent.render import stdout_console
+    else:
+        from market_agent.commands.history_view import print_chain
+        from market_agent.render import stdout_console
 
-    print_chain(stdout_console(), chain.action_id, [record for _, record in chain.records])
+        print_chain(stdout_console(), chain.action_id, [record for _, record in chain.records])
+    analysis = next((r for _, r in chain.records if r.get("kind") == "analysis"), None)
+    if analysis is not None and analysis.get("investigation"):
+        show_investigation(files, str(analysis.get("id")), json_output)
 
 
 @history_app.command(

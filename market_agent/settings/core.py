@@ -106,6 +106,23 @@ class LLMSettings(_Section):
         return bool(self.base_url or self.resolved_api_key())
 
 
+class InvestigationSettings(_Section):
+    """`[analysis.investigation]`: the limits of `analysis.mode = "investigate"`, enforced
+    by market-agent (never by the model)."""
+
+    #: Tool calls per investigation; a call beyond it is refused and a verdict asked for.
+    max_tool_calls: int = Field(default=6, ge=0, le=50)
+    #: Seconds for the whole investigation, model and tool time included.
+    deadline: float = Field(default=60.0, gt=0, le=3600)
+    #: Tokens the model reads and writes over the whole investigation (server's counts).
+    max_input_tokens: int = Field(default=50_000, ge=1000)
+    max_output_tokens: int = Field(default=5_000, ge=100)
+    #: Characters of one tool result given to the model and kept in the audit log.
+    max_result_chars: int = Field(default=3_000, ge=200, le=100_000)
+    #: Seconds for one tool call (within the deadline).
+    tool_timeout: float = Field(default=10.0, gt=0, le=600)
+
+
 class AnalysisSettings(_Section):
     #: Label matchers for the managed service: any one matcher, all of its labels.
     managed_service: list[dict[str, str]] = Field(
@@ -116,6 +133,10 @@ class AnalysisSettings(_Section):
     #: Gather live context (predictor health, key metrics) for managed-service alerts.
     context: bool = False
     context_timeout: float = Field(default=3.0, gt=0)
+    #: `single`: one LLM request per notification; `investigate`: the LLM may call
+    #: read-only tools first, within `[analysis.investigation]`'s limits.
+    mode: Literal["single", "investigate"] = "single"
+    investigation: InvestigationSettings = Field(default_factory=InvestigationSettings)
 
 
 class AuditSettings(_Section):

@@ -5,9 +5,11 @@
 
 Each request takes the next step of the script; the last step repeats. A step is
 an `Answer` (a verdict dict, or raw text, as the assistant's content, or as the
-arguments of a tool call when the request asked for tools), a `Status` (an error
-answer with headers), `Hang` (reads the request, never answers) or `Trickle` (a
-valid answer sent in pieces, `interval` seconds apart). HTTP/1.1 keep-alive, so a
+arguments of a tool call when the request asked for tools: the tool it forced, else
+`alert_verdict`, else its first), `ToolCalls` (the assistant calls these tools, as an
+investigating model does), a `Status` (an error answer with headers), `Hang` (reads
+the request, never answers) or `Trickle` (a valid answer sent in pieces, `interval`
+seconds apart). HTTP/1.1 keep-alive, so a
 client can reuse its connection. Records every request body and connection.
 Used by the tests and by `bench/bench_llm.py` and `bench/eval_llm.py`'s test.
 """
@@ -31,6 +33,16 @@ class Answer:
 
 
 @dataclass(frozen=True)
+class ToolCalls:
+    """The assistant calls tools: (name, arguments) pairs; arguments as a dict, or raw
+    text sent as it is (e.g. malformed JSON)."""
+
+    calls: Sequence[tuple[str, Mapping[str, Any] | str]]
+    prompt_tokens: int = 321
+    completion_tokens: int = 54
+
+
+@dataclass(frozen=True)
 class Status:
     code: int
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -49,17 +61,18 @@ class Trickle:
     interval: float = 5.0
 
 
-Step = Answer | Status | Hang | Trickle
+Step = Answer | ToolCalls | Status | Hang | Trickle
 
 
-def completion(answer: Answer, request: Mapping[str, Any]) -> dict[str, Any]:
+def completion(answer: Answer | ToolCalls, request: Mapping[str, Any]) -> dict[str, Any]:
     """A chat.completion for `request`: a tool call when it asked for tools."""
-    text = answer.content if isinstance(answer.content, str) else json.dumps(answer.content)
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if request.get("tools"):
-        name = request["tools"][0]["function"]["name"]
-        call = {"id": "call_1", "type": "function", "function": {"name": name, "arguments": text}}
-        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    if isinstance(answer, ToolCalls):
+        message = _tool_calls_message(answer.calls)
+    else:
+        text = answer.content if isinstance(answer.content, str) else json.dumps(answer.content)
+        message = {"role": "assistant", "content": text}
+        if request.get("tools"):
+            message = _tool_calls_message([(_answer_tool(request), text)])
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
@@ -72,6 +85,30 @@ def completion(answer: Answer, request: Mapping[str, Any]) -> dict[str, Any]:
             "total_tokens": answer.prompt_tokens + answer.completion_tokens,
         },
     }
+
+
+def _answer_tool(request: Mapping[str, Any]) -> str:
+    """The tool an answer goes to: the one forced, else `alert_verdict`, else the first."""
+    choice = request.get("tool_choice")
+    if isinstance(choice, dict):
+        return str(choice["function"]["name"])
+    names = [tool["function"]["name"] for tool in request["tools"]]
+    return "alert_verdict" if "alert_verdict" in names else names[0]
+
+
+def _tool_calls_message(calls: Sequence[tuple[str, Mapping[str, Any] | str]]) -> dict[str, Any]:
+    tool_calls = [
+        {
+            "id": f"call_{index}",
+            "type": "function",
+            "function": {
+                "name": name,
+                "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+            },
+        }
+        for index, (name, arguments) in enumerate(calls, 1)
+    ]
+    return {"role": "assistant", "content": None, "tool_calls": tool_calls}
 
 
 class ScriptedLLM:
