@@ -222,10 +222,13 @@ def _shifted_spans(cell: Text, position: int) -> list[Span]:
 # Times ------------------------------------------------------------------------------
 
 
-def parse_time(value: datetime | str | None) -> datetime | None:
-    """A timezone-aware datetime from a datetime or an RFC 3339 string; None if neither."""
-    if value is None or isinstance(value, datetime):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+def parse_time(value: object) -> datetime | None:
+    """A timezone-aware datetime from a datetime or an RFC 3339 string; None if neither
+    (an audit record's `ts` may be anything)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str):
+        return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -248,7 +251,7 @@ def duration(seconds: float) -> str:
     return f"{secs} s"
 
 
-def age(value: datetime | str | None, now: datetime) -> str | None:
+def age(value: object, now: datetime) -> str | None:
     """How long ago `value` was (`12 min`); None when unknown or in the future."""
     when = parse_time(value)
     if when is None or when > now:
@@ -256,7 +259,7 @@ def age(value: datetime | str | None, now: datetime) -> str | None:
     return duration((now - when).total_seconds())
 
 
-def utc_text(value: datetime | str | None) -> str:
+def utc_text(value: object) -> str:
     """RFC 3339 UTC to the second (`2026-11-17T09:06:45Z`), for plain output; `-` if unknown."""
     when = parse_time(value)
     if when is None:
@@ -264,15 +267,16 @@ def utc_text(value: datetime | str | None) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def local_text(value: datetime | str | None, now: datetime) -> str:
-    """Local time to the second: `14:03:12` today, `2026-11-17 09:06` another day."""
+def local_text(value: object, now: datetime, *, seconds: bool = False) -> str:
+    """Local time: `14:03:12` today, `2026-11-17 09:06` another day (with `seconds`, to
+    the second there too)."""
     when = parse_time(value)
     if when is None:
         return "-" if value is None else str(value)
     local = when.astimezone()
     if local.date() == now.astimezone().date():
         return local.strftime("%H:%M:%S")
-    return local.strftime("%Y-%m-%d %H:%M")
+    return local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def now_utc() -> datetime:

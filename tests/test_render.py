@@ -55,6 +55,7 @@ def test_utc_text_is_rfc3339_to_the_second() -> None:
     assert utc_text("2026-12-03T15:03:12.123456+01:00") == "2026-12-03T14:03:12Z"
     assert utc_text(None) == "-"
     assert utc_text("garbage") == "garbage"
+    assert utc_text(1234) == "1234"  # an audit record's `ts` may be anything
 
 
 def test_local_text_follows_tz(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,6 +66,7 @@ def test_local_text_follows_tz(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         assert local_text(NOW, NOW) == "15:03:12"  # today: the time only, no microseconds
         assert local_text(NOW - timedelta(days=3), NOW) == "2026-11-30 15:03"
+        assert local_text(NOW - timedelta(days=3), NOW, seconds=True) == "2026-11-30 15:03:12"
     finally:
         monkeypatch.undo()
         time.tzset()
