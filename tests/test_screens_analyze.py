@@ -1,8 +1,9 @@
 """What an on-call engineer sees: `analyze` and `status` in a real terminal at 80 and 120
 columns, piped output, colour choices, and the golden screens the README shows.
 
-Golden screens (tests/screens/*.txt, 80 columns) are compared line for line;
-regenerate them with `UPDATE_SCREENS=1 python -m pytest tests/test_screens_analyze.py`.
+Golden screens (tests/screens/*.txt, 80 columns) are compared line for line, and
+with their README copies (tests/golden.py); regenerate both with
+`UPDATE_SCREENS=1 python -m pytest tests/test_screens_analyze.py`.
 Ages on screen are relative to now, so the example alerts are copied with their
 `startsAt` moved to a fixed distance before now (12 min 20 s for the newest), and
 TZ=UTC; the only part normalised is the status time of check and its duration.
@@ -27,11 +28,10 @@ from typing import Any
 
 import pytest
 
+from tests.golden import SCREENS, assert_readme_copy, assert_screen
 from tests.terminal import ROOT, Screen, run_in_terminal
 
 EXAMPLES = ROOT / "examples" / "alerts"
-SCREENS = Path(__file__).parent / "screens"
-README = ROOT / "README.md"
 #: The newest example alert started this long before the command runs.
 NEWEST_ALERT_AGE = timedelta(minutes=12, seconds=20)
 BOX = set("─│╭╮╰╯━┃")
@@ -238,17 +238,12 @@ def golden_screen(name: str, home: Path) -> str:
 def test_golden_screens(name: str, home: Path, request: pytest.FixtureRequest) -> None:
     if name.startswith("status"):
         request.getfixturevalue("monitoring")
-    actual = golden_screen(name, home)
-    path = SCREENS / f"{name}.txt"
-    if os.environ.get("UPDATE_SCREENS"):
-        path.write_text(actual)
-    assert actual == path.read_text()
+    assert_screen(f"{name}.txt", golden_screen(name, home))
 
 
 @pytest.mark.parametrize("name", GOLDEN)
 def test_the_readme_shows_the_golden_screens(name: str) -> None:
-    golden = (SCREENS / f"{name}.txt").read_text()
-    assert f"```\n{golden}```" in README.read_text()
+    assert_readme_copy(f"{name}.txt", (SCREENS / f"{name}.txt").read_text())
 
 
 # analyze on a terminal ----------------------------------------------------------
