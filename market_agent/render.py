@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
+    from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+    from rich.measure import Measurement
     from rich.text import Span, Text
 
     from market_agent.models import AlertSummary, Analysis
@@ -217,6 +218,78 @@ def _shifted_spans(cell: Text, position: int) -> list[Span]:
 
     spans = [Span(position, position + len(cell.plain), cell.style)] if cell.style else []
     return spans + [span.move(position) for span in cell.spans]
+
+
+# Commands ---------------------------------------------------------------------------
+
+
+def command_lines(command: str, width: int) -> list[str]:
+    """`command` (as `shlex.join` writes it) in lines of at most `width` cells.
+
+    Broken only between arguments, each broken line ending in ` \\`, so the lines paste
+    into a shell as they are; an argument wider than a line is cut into pieces that
+    fill it (no shell can continue a quoted word on the next line).
+    """
+    from rich.cells import cell_len, chop_cells
+
+    width = max(width, 4)
+    if cell_len(command) <= width:
+        return [command]
+    lines: list[str] = []
+    line = ""
+    for word in shell_words(command):
+        joined = f"{line} {word}" if line else word
+        if cell_len(joined) <= width - 2:
+            line = joined
+            continue
+        if line:
+            lines.append(line + " \\")
+        *full, line = chop_cells(word, width) if cell_len(word) > width - 2 else [word]
+        lines += full
+    return [*lines, line]
+
+
+def shell_words(command: str) -> list[str]:
+    """The arguments of a `shlex.join` line, each still quoted as written."""
+    words: list[str] = []
+    current: list[str] = []
+    quote = ""
+    for char in command:
+        if char == " " and not quote:
+            if current:
+                words.append("".join(current))
+                current = []
+            continue
+        if char in "'\"" and quote in ("", char):
+            quote = "" if quote else char
+        current.append(char)
+    if current:
+        words.append("".join(current))
+    return words
+
+
+class ShellCommand:
+    """`$ command` on a terminal: wrapped by `command_lines`, under its own text."""
+
+    PROMPT = "$ "
+
+    def __init__(self, command: str) -> None:
+        self.command = safe(command)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
+        indent = " " * len(self.PROMPT)
+        lines = command_lines(self.command, options.max_width - len(self.PROMPT))
+        for number, line in enumerate(lines):
+            yield Text((self.PROMPT if number == 0 else indent) + line, no_wrap=True)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        from rich.cells import cell_len
+        from rich.measure import Measurement
+
+        widest = len(self.PROMPT) + cell_len(self.command)
+        return Measurement(min(widest, len(self.PROMPT) + 4), widest)
 
 
 # Times ------------------------------------------------------------------------------

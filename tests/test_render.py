@@ -119,3 +119,20 @@ def test_safe_makes_control_characters_visible_and_inert() -> None:
     assert safe("plain text · ünïcode") == "plain text · ünïcode"
     assert safe("a\tb\nc\rd") == "a b c d"
     assert safe("\x1b[2J\x07\x9b\u202e") == "\\x1b[2J\\x07\\x9b\\u202e"
+
+
+def test_command_lines_break_between_arguments_and_fold_only_a_too_long_one() -> None:
+    import shlex
+
+    from market_agent.render import command_lines, shell_words
+
+    argv = ["/usr/bin/env", "python3", "-c", "open('x', 'a')", "/tmp/" + "d" * 50 + "/ran"]
+    command = shlex.join(argv)
+    assert shell_words(command) == [shlex.quote(arg) for arg in argv]
+    assert command_lines(command, len(command)) == [command]
+    lines = command_lines(command, 30)
+    assert all(len(line) <= 30 for line in lines)
+    assert lines[0] == "/usr/bin/env python3 -c \\"  # broken between arguments
+    assert lines[-2:] == ["/tmp/" + "d" * 25, "d" * 25 + "/ran"]  # too long: folded
+    rejoined = "".join(line[:-1] if line.endswith(" \\") else line for line in lines)
+    assert rejoined == command
