@@ -194,6 +194,17 @@ def test_piped_dry_run_is_plain_text_with_the_command_on_one_line(home: Path) ->
     assert "  ✓ single_flight: no other run in progress" in lines
 
 
+def test_piped_result_is_plain_text_without_padding(home: Path) -> None:
+    configure(home, {"argv": ["true"], "verify_health": False})
+    result = piped(home, ["restart", "--yes"])
+    assert result.returncode == 0, result.stderr
+    heading, *steps = result.stdout.splitlines()
+    assert heading.startswith("restart: verified  (action ")
+    assert steps[0].split() == ["execute", "started"]
+    assert all(line.startswith("  ") and line == line.rstrip() for line in steps), steps
+    assert not BOX & set(result.stdout)
+
+
 # The confirmation prompt --------------------------------------------------------
 
 
