@@ -11,9 +11,7 @@ varies and nothing is normalised; regenerate it and its README copy with
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,10 +19,10 @@ from typing import Any
 import pytest
 
 from tests.golden import SCREENS, assert_readme_copy, assert_screen
-from tests.terminal import ROOT, Screen, run_in_terminal
+from tests.terminal import Screen
+from tests.user_runs import BOX, conversation, panel_lines, piped, terminal
 
 WIDTHS = [80, 120]
-BOX = set("─│╭╮╰╯━┃")
 PREDICTORCTL = "/opt/market-predictor/bin/predictorctl"
 GOLDEN_ARGV = [
     "/usr/bin/env", "PREDICTOR_GRACE_SECONDS=30", PREDICTORCTL, "restart",
@@ -44,15 +42,6 @@ def home(tmp_path: Path) -> Path:
     return home
 
 
-def user_env(home: Path) -> dict[str, str]:
-    return {
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_STATE_HOME": str(home / ".local" / "state"),
-        "TZ": "UTC",
-    }
-
-
 def configure(home: Path, action: dict[str, Any], rollback: dict[str, Any] | None = None) -> None:
     """The user's config (at the XDG default path) with this restart action."""
     config = home / ".config" / "market-agent" / "config.toml"
@@ -66,28 +55,6 @@ def configure(home: Path, action: dict[str, Any], rollback: dict[str, Any] | Non
 
 def _toml(table: dict[str, Any]) -> str:
     return "".join(f"{key} = {json.dumps(value)}\n" for key, value in table.items())
-
-
-def terminal(home: Path, args: list[str], columns: int) -> Screen:
-    return run_in_terminal(args, columns=columns, env=user_env(home), cwd=home)
-
-
-def piped(home: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, **user_env(home), "PYTHONPATH": str(ROOT)}
-    environment.pop("NO_COLOR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "market_agent", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=home,
-        timeout=120,
-    )
-
-
-def panel_lines(screen: Screen) -> list[str]:
-    """The text inside the panel borders."""
-    return [line[2:-1].rstrip() for line in screen.lines if line.startswith("│")]
 
 
 def section(lines: list[str], heading: str, end: str | None = None) -> list[str]:
@@ -210,32 +177,12 @@ def test_piped_result_is_plain_text_without_padding(home: Path) -> None:
 
 @pytest.mark.parametrize("columns", WIDTHS)
 def test_the_prompt_shows_the_whole_command_before_asking(home: Path, columns: int) -> None:
-    import ptyprocess
-    import pyte
-
     argv = long_action(home)
     configure(home, {"argv": argv, "verify_health": False})
-    environment = {**os.environ, **user_env(home), "PYTHONPATH": str(ROOT), "TERM": "xterm"}
-    environment.pop("NO_COLOR", None)
-    command = [sys.executable, "-m", "market_agent", "restart"]
-    process = ptyprocess.PtyProcess.spawn(
-        command, dimensions=(100, columns), env=environment, cwd=home
+    shown = conversation(
+        home, ["restart"], columns, wait_for=b"Run it?", then=lambda p: p.write(b"n\n")
     )
-    output = b""
-    try:
-        while b"Run it?" not in output:
-            output += process.read(65536)
-        process.write(b"n\n")
-        while True:
-            output += process.read(65536)
-    except EOFError:
-        pass
-    finally:
-        process.close(force=True)
-    assert process.exitstatus == 5
-    screen = pyte.Screen(columns, 100)
-    pyte.ByteStream(screen).feed(output)
-    shown = Screen([line.rstrip() for line in screen.display], process.exitstatus, output)
+    assert shown.exit_status == 5
     asked = next(n for n, line in enumerate(shown.lines) if line.startswith("Run it?"))
     before = panel_lines(Screen(shown.lines[:asked], None, b""))
     assert unwrapped(section(before, "Will run", "Verify:")) == shlex.join(argv)
