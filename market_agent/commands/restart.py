@@ -9,7 +9,16 @@ import typer
 
 from market_agent.commands.help import epilog
 from market_agent.errors import ExitCode
-from market_agent.render import ShellCommand, columns, safe
+from market_agent.render import (
+    ShellCommand,
+    columns,
+    json_line,
+    on_terminal,
+    safe,
+    show,
+    stderr_console,
+    stdout_console,
+)
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -86,23 +95,21 @@ def restart(
 
 
 def _show(result: ActionResult, json_output: bool) -> None:
-    from market_agent.render import json_line, on_terminal, show, stdout_console
-
     if json_output:
         json_line(result.to_json())
     else:
         out = stdout_console()
         terminal = on_terminal(out)
-        shown = preview_panel(result.preview, terminal) if result.dry_run else None
-        show(out, shown or result_text(result, terminal))
+        if result.dry_run:
+            show(out, preview_panel(result.preview, terminal))
+        else:
+            show(out, result_text(result, terminal))
     if result.exit_code:
         raise typer.Exit(int(result.exit_code))
 
 
 def _confirm(preview: Preview) -> bool:
     """Show on stderr exactly what will run, then ask."""
-    from market_agent.render import on_terminal, show, stderr_console
-
     err = stderr_console()
     show(err, preview_panel(preview, on_terminal(err)))
     return typer.confirm("Run it?", default=False, err=True)
