@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
+    from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+    from rich.measure import Measurement
     from rich.text import Span, Text
 
     from market_agent.models import AlertSummary, Analysis
@@ -219,13 +220,88 @@ def _shifted_spans(cell: Text, position: int) -> list[Span]:
     return spans + [span.move(position) for span in cell.spans]
 
 
+# Commands ---------------------------------------------------------------------------
+
+
+def command_lines(command: str, width: int) -> list[str]:
+    """`command` (as `shlex.join` writes it) in lines of at most `width` cells.
+
+    Broken only between arguments, each broken line ending in ` \\`, so the lines paste
+    into a shell as they are; an argument wider than a line is cut into pieces that
+    fill it (no shell can continue a quoted word on the next line).
+    """
+    from rich.cells import cell_len, chop_cells
+
+    width = max(width, 4)
+    if cell_len(command) <= width:
+        return [command]
+    lines: list[str] = []
+    line = ""
+    for word in shell_words(command):
+        joined = f"{line} {word}" if line else word
+        if cell_len(joined) <= width - 2:
+            line = joined
+            continue
+        if line:
+            lines.append(line + " \\")
+        *full, line = chop_cells(word, width) if cell_len(word) > width - 2 else [word]
+        lines += full
+    return [*lines, line]
+
+
+def shell_words(command: str) -> list[str]:
+    """The arguments of a `shlex.join` line, each still quoted as written."""
+    words: list[str] = []
+    current: list[str] = []
+    quote = ""
+    for char in command:
+        if char == " " and not quote:
+            if current:
+                words.append("".join(current))
+                current = []
+            continue
+        if char in "'\"" and quote in ("", char):
+            quote = "" if quote else char
+        current.append(char)
+    if current:
+        words.append("".join(current))
+    return words
+
+
+class ShellCommand:
+    """`$ command` on a terminal: wrapped by `command_lines`, under its own text."""
+
+    PROMPT = "$ "
+
+    def __init__(self, command: str) -> None:
+        self.command = safe(command)
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.text import Text
+
+        indent = " " * len(self.PROMPT)
+        lines = command_lines(self.command, options.max_width - len(self.PROMPT))
+        for number, line in enumerate(lines):
+            yield Text((self.PROMPT if number == 0 else indent) + line, no_wrap=True)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        from rich.cells import cell_len
+        from rich.measure import Measurement
+
+        widest = len(self.PROMPT) + cell_len(self.command)
+        return Measurement(min(widest, len(self.PROMPT) + 4), widest)
+
+
 # Times ------------------------------------------------------------------------------
 
 
-def parse_time(value: datetime | str | None) -> datetime | None:
-    """A timezone-aware datetime from a datetime or an RFC 3339 string; None if neither."""
-    if value is None or isinstance(value, datetime):
-        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+def parse_time(value: object) -> datetime | None:
+    """A timezone-aware datetime from a datetime or an RFC 3339 string; None if neither
+    (an audit record's `ts` may be anything)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not isinstance(value, str):
+        return None
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -248,7 +324,7 @@ def duration(seconds: float) -> str:
     return f"{secs} s"
 
 
-def age(value: datetime | str | None, now: datetime) -> str | None:
+def age(value: object, now: datetime) -> str | None:
     """How long ago `value` was (`12 min`); None when unknown or in the future."""
     when = parse_time(value)
     if when is None or when > now:
@@ -256,7 +332,7 @@ def age(value: datetime | str | None, now: datetime) -> str | None:
     return duration((now - when).total_seconds())
 
 
-def utc_text(value: datetime | str | None) -> str:
+def utc_text(value: object) -> str:
     """RFC 3339 UTC to the second (`2026-11-17T09:06:45Z`), for plain output; `-` if unknown."""
     when = parse_time(value)
     if when is None:
@@ -264,15 +340,16 @@ def utc_text(value: datetime | str | None) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def local_text(value: datetime | str | None, now: datetime) -> str:
-    """Local time to the second: `14:03:12` today, `2026-11-17 09:06` another day."""
+def local_text(value: object, now: datetime, *, seconds: bool = False) -> str:
+    """Local time: `14:03:12` today, `2026-11-17 09:06` another day (with `seconds`, to
+    the second there too)."""
     when = parse_time(value)
     if when is None:
         return "-" if value is None else str(value)
     local = when.astimezone()
     if local.date() == now.astimezone().date():
         return local.strftime("%H:%M:%S")
-    return local.strftime("%Y-%m-%d %H:%M")
+    return local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
 
 def now_utc() -> datetime:

@@ -55,6 +55,7 @@ def test_utc_text_is_rfc3339_to_the_second() -> None:
     assert utc_text("2026-12-03T15:03:12.123456+01:00") == "2026-12-03T14:03:12Z"
     assert utc_text(None) == "-"
     assert utc_text("garbage") == "garbage"
+    assert utc_text(1234) == "1234"  # an audit record's `ts` may be anything
 
 
 def test_local_text_follows_tz(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -65,6 +66,7 @@ def test_local_text_follows_tz(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         assert local_text(NOW, NOW) == "15:03:12"  # today: the time only, no microseconds
         assert local_text(NOW - timedelta(days=3), NOW) == "2026-11-30 15:03"
+        assert local_text(NOW - timedelta(days=3), NOW, seconds=True) == "2026-11-30 15:03:12"
     finally:
         monkeypatch.undo()
         time.tzset()
@@ -117,3 +119,20 @@ def test_safe_makes_control_characters_visible_and_inert() -> None:
     assert safe("plain text · ünïcode") == "plain text · ünïcode"
     assert safe("a\tb\nc\rd") == "a b c d"
     assert safe("\x1b[2J\x07\x9b\u202e") == "\\x1b[2J\\x07\\x9b\\u202e"
+
+
+def test_command_lines_break_between_arguments_and_fold_only_a_too_long_one() -> None:
+    import shlex
+
+    from market_agent.render import command_lines, shell_words
+
+    argv = ["/usr/bin/env", "python3", "-c", "open('x', 'a')", "/tmp/" + "d" * 50 + "/ran"]
+    command = shlex.join(argv)
+    assert shell_words(command) == [shlex.quote(arg) for arg in argv]
+    assert command_lines(command, len(command)) == [command]
+    lines = command_lines(command, 30)
+    assert all(len(line) <= 30 for line in lines)
+    assert lines[0] == "/usr/bin/env python3 -c \\"  # broken between arguments
+    assert lines[-2:] == ["/tmp/" + "d" * 25, "d" * 25 + "/ran"]  # too long: folded
+    rejoined = "".join(line[:-1] if line.endswith(" \\") else line for line in lines)
+    assert rejoined == command

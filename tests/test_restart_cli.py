@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,21 @@ def test_dry_run_shows_the_exact_command_and_runs_nothing(tmp_path: Path, audit_
     human = run_cli("--config", cfg, "restart", "--dry-run")
     assert human.exit_code == 0
     assert str(marker) in human.stdout and "circuit_breaker" in human.stdout
+
+
+def long_marker(tmp_path: Path) -> Path:
+    """A path wider than a terminal, as pytest-xdist's temporary directories can be."""
+    return tmp_path / ("a-long-directory-name-" * 5) / "ran"
+
+
+def test_the_dry_run_shows_a_long_command_whole(tmp_path: Path) -> None:
+    marker = long_marker(tmp_path)
+    argv = [sys.executable, "-c", TOUCH, str(marker)]
+    result = run_cli("--config", config(tmp_path, touch(marker)), "restart", "--dry-run")
+    assert result.exit_code == 0, result.stderr
+    assert f"  $ {shlex.join(argv)}\n" in result.stdout  # one line, nothing cut
+    assert all(line == line.rstrip() for line in result.stdout.splitlines())
+    assert not marker.exists()
 
 
 def test_dry_run_that_would_be_blocked_exits_5(tmp_path: Path) -> None:
@@ -176,10 +192,13 @@ def run_on_terminal(answer: str, *args: str) -> Result:
 
 @pytest.mark.parametrize(("answer", "code"), [("n\n", 5), ("y\n", 0)])
 def test_terminal_confirmation(tmp_path: Path, answer: str, code: int) -> None:
-    marker = tmp_path / "ran"
+    marker = long_marker(tmp_path)
+    marker.parent.mkdir()
+    argv = [sys.executable, "-c", TOUCH, str(marker)]
     result = run_on_terminal(answer, "--config", config(tmp_path, touch(marker)), "restart")
     assert result.exit_code == code, result.stderr
-    assert str(marker) in result.stderr  # the exact command was shown before asking
+    shown, asked = result.stderr.index(shlex.join(argv)), result.stderr.index("Run it?")
+    assert shown < asked  # the exact command, whole, before asking
     assert marker.exists() == (code == 0)
 
 

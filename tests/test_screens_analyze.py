@@ -1,8 +1,9 @@
 """What an on-call engineer sees: `analyze` and `status` in a real terminal at 80 and 120
 columns, piped output, colour choices, and the golden screens the README shows.
 
-Golden screens (tests/screens/*.txt, 80 columns) are compared line for line;
-regenerate them with `UPDATE_SCREENS=1 python -m pytest tests/test_screens_analyze.py`.
+Golden screens (tests/screens/*.txt, 80 columns) are compared line for line, and
+with their README copies (tests/golden.py); regenerate both with
+`UPDATE_SCREENS=1 python -m pytest tests/test_screens_analyze.py`.
 Ages on screen are relative to now, so the example alerts are copied with their
 `startsAt` moved to a fixed distance before now (12 min 20 s for the newest), and
 TZ=UTC; the only part normalised is the status time of check and its duration.
@@ -13,28 +14,27 @@ TZ=UTC; the only part normalised is the status time of check and its duration.
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.terminal import ROOT, Screen, run_in_terminal
+from tests.golden import SCREENS, assert_readme_copy, assert_screen
+from tests.terminal import ROOT
+from tests.user_runs import BOX, conversation, panel_lines, piped, terminal
+
+if TYPE_CHECKING:
+    from ptyprocess import PtyProcess
 
 EXAMPLES = ROOT / "examples" / "alerts"
-SCREENS = Path(__file__).parent / "screens"
-README = ROOT / "README.md"
 #: The newest example alert started this long before the command runs.
 NEWEST_ALERT_AGE = timedelta(minutes=12, seconds=20)
-BOX = set("─│╭╮╰╯━┃")
 WIDTHS = [80, 120]
 
 
@@ -47,33 +47,6 @@ def home(tmp_path: Path) -> Path:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     return home
-
-
-def user_env(home: Path, **extra: str) -> dict[str, str]:
-    return {
-        "HOME": str(home),
-        "XDG_CONFIG_HOME": str(home / ".config"),
-        "XDG_STATE_HOME": str(home / ".local" / "state"),
-        "TZ": "UTC",
-        **extra,
-    }
-
-
-def terminal(home: Path, args: list[str], columns: int, **env: str) -> Screen:
-    return run_in_terminal(args, columns=columns, env=user_env(home, **env), cwd=home)
-
-
-def piped(home: Path, args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, **user_env(home, **env), "PYTHONPATH": str(ROOT)}
-    environment.pop("NO_COLOR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "market_agent", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=home,
-        timeout=120,
-    )
 
 
 def recent_copy(name: str, directory: Path, newest: timedelta = NEWEST_ALERT_AGE) -> Path:
@@ -238,25 +211,15 @@ def golden_screen(name: str, home: Path) -> str:
 def test_golden_screens(name: str, home: Path, request: pytest.FixtureRequest) -> None:
     if name.startswith("status"):
         request.getfixturevalue("monitoring")
-    actual = golden_screen(name, home)
-    path = SCREENS / f"{name}.txt"
-    if os.environ.get("UPDATE_SCREENS"):
-        path.write_text(actual)
-    assert actual == path.read_text()
+    assert_screen(f"{name}.txt", golden_screen(name, home))
 
 
 @pytest.mark.parametrize("name", GOLDEN)
 def test_the_readme_shows_the_golden_screens(name: str) -> None:
-    golden = (SCREENS / f"{name}.txt").read_text()
-    assert f"```\n{golden}```" in README.read_text()
+    assert_readme_copy(f"{name}.txt", (SCREENS / f"{name}.txt").read_text())
 
 
 # analyze on a terminal ----------------------------------------------------------
-
-
-def panel_lines(screen: Screen) -> list[str]:
-    """The text inside the panel borders."""
-    return [line[2:-1].rstrip() for line in screen.lines if line.startswith("│")]
 
 
 @pytest.mark.parametrize("columns", WIDTHS)
@@ -450,40 +413,19 @@ def test_escape_sequences_in_alert_text_never_reach_the_terminal(home: Path) -> 
 
 def test_watch_redraws_in_place(home: Path) -> None:
     """Each refresh replaces the last one: after three, one report is on the screen."""
-    import ptyprocess
-    import pyte
-
     config = home / "refused.toml"
     config.write_text(
         "".join(f'[{name}]\nurl = "http://127.0.0.1:1"\n' for name in SERVICES_OF_STATUS)
     )
-    environment = {**os.environ, **user_env(home), "PYTHONPATH": str(ROOT), "TERM": "xterm"}
-    environment.pop("NO_COLOR", None)
-    argv = [
-        sys.executable,
-        "-m",
-        "market_agent",
-        "--config",
-        str(config),
-        "status",
-        "--watch",
-        "0.5",
-    ]
-    process = ptyprocess.PtyProcess.spawn(argv, dimensions=(40, 80), env=environment, cwd=home)
-    output = b""
-    try:
-        while output.count(b"market-agent status:") < 3:
-            output += process.read(65536)
-        process.sendintr()
-        while True:
-            output += process.read(65536)
-    except EOFError:
-        pass
-    finally:
-        process.close(force=True)
-    screen = pyte.Screen(80, 40)
-    pyte.ByteStream(screen).feed(output)
-    assert sum("market-agent status:" in line for line in screen.display) == 1, screen.display
+    args = ["--config", str(config), "status", "--watch", "0.5"]
+    screen = conversation(
+        home, args, 80, wait_for=b"market-agent status:", times=3, then=interrupt, rows=40
+    )
+    assert sum("market-agent status:" in line for line in screen.lines) == 1, screen.lines
+
+
+def interrupt(process: PtyProcess) -> None:
+    process.sendintr()
 
 
 SERVICES_OF_STATUS = ("predictor", "prometheus", "alertmanager")

@@ -23,11 +23,10 @@ import pytest
 
 from tests.cli_helpers import run_cli
 from tests.conftest import ROOT
+from tests.golden import SCREENS, assert_readme_copy, assert_screen
 from tests.terminal import Screen, run_in_terminal
 
-SCREENS = ROOT / "tests" / "screens"
 AUDIT_LOG = SCREENS / "history-audit.jsonl"
-UPDATE = os.environ.get("UPDATE_SCREENS") in ("1", "log")
 START = datetime(2026, 11, 17, 9, 7, 0, tzinfo=UTC)
 #: The verified restart's id in the log (`history show` takes a 6+ character prefix).
 VERIFIED = "5d1e2f"
@@ -105,33 +104,13 @@ def screen(audit_log: Path, args: list[str], columns: int = 80, **env: str) -> S
 def test_golden_screens(audit_log: Path, name: str) -> None:
     shown = screen(audit_log, GOLDEN[name])
     assert shown.exit_status == 0, shown.text
-    path = SCREENS / name
-    if UPDATE:
-        path.write_text(shown.text)
-    assert shown.text == path.read_text()
-
-
-def readme_block(name: str) -> re.Match[str]:
-    """The README's copy of a golden screen: the code block after its marker comment."""
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(
-        rf"<!-- screen: tests/screens/{re.escape(name)} -->\n```text\n(.*?)```", readme, re.S
-    )
-    assert found, f"README has no block for tests/screens/{name}"
-    return found
+    assert_screen(name, shown.text)
 
 
 @pytest.mark.parametrize("name", sorted(GOLDEN))
 def test_readme_shows_the_golden_screens(name: str) -> None:
     command = " ".join(["market-agent", *GOLDEN[name]])
-    wanted = f"$ {command}\n{(SCREENS / name).read_text()}"
-    found = readme_block(name)
-    if UPDATE:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
-        readme.write_text(text[: found.start(1)] + wanted + text[found.end(1) :])
-        found = readme_block(name)
-    assert found.group(1) == wanted
+    assert_readme_copy(name, f"$ {command}\n{(SCREENS / name).read_text()}")
 
 
 @pytest.mark.parametrize("columns", [80, 100, 120])

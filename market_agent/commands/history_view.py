@@ -14,9 +14,11 @@ import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from market_agent.render import local_text, now_utc, on_terminal, parse_time, utc_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -35,15 +37,6 @@ ALERTS_MAX, ALERTS_MIN = 24, 14
 SUMMARY_MIN = 24
 STATS_HEADERS = ("alert", "action", "attempts", "verified", "success", "median TTR", "recent")
 CHAIN_HEADERS = ("time", "kind", "step", "outcome", "detail")
-
-
-def on_terminal(out: Console) -> bool:
-    """A person reads `out`: its stream is a terminal (`--color` into a pipe is not one)."""
-    isatty = getattr(out.file, "isatty", None)
-    try:
-        return bool(isatty and isatty())
-    except ValueError:  # a closed stream
-        return False
 
 
 def note(message: str) -> None:
@@ -78,34 +71,6 @@ def clip(text: str, width: int) -> str:
     if not whole_words and space >= max(1, len(cut) * 3 // 4):  # a boundary keeping most
         cut = cut[:space]
     return cut.rstrip(" ,;:") + "…"
-
-
-def utc_text(ts: Any) -> str:
-    """An audit `ts` to the second, RFC 3339 UTC (`2026-11-17T09:06:45Z`)."""
-    when = _parse(ts)
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when else clean(ts)
-
-
-def local_text(ts: Any, now: datetime, *, seconds: bool = False) -> str:
-    """Local time: `14:03:12` today, `2026-11-17 09:06` another day (with `seconds`, to
-    the second there too)."""
-    when = _parse(ts)
-    if when is None:
-        return clean(ts)
-    local = when.astimezone()
-    if local.date() == now.astimezone().date():
-        return local.strftime("%H:%M:%S")
-    return local.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
-
-
-def _parse(ts: Any) -> datetime | None:
-    if not isinstance(ts, str):
-        return None
-    try:
-        when = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 # Columns ------------------------------------------------------------------------------
@@ -288,7 +253,7 @@ def print_records(out: Console, records: Iterable[Record]) -> int:
 def _plain_row(record: Record) -> list[str]:
     return [
         str(record.get("seq", "")),
-        utc_text(record.get("ts")),
+        clean(utc_text(record.get("ts"))),
         clean(record.get("kind")),
         record_id(record),
         clean(",".join(alert_names(record))),
@@ -297,7 +262,7 @@ def _plain_row(record: Record) -> list[str]:
 
 
 def _local(ts: Any, layout: str) -> str:
-    when = _parse(ts)
+    when = parse_time(ts)
     return when.astimezone().strftime(layout) if when else clean(ts)
 
 
@@ -377,18 +342,15 @@ def chain_rows(records: Sequence[Record], now: datetime, terminal: bool) -> list
         step = record.get("guard") or record.get("step") or ""
         outcome = record.get("outcome") or record.get("status") or ""
         detail = record.get("detail") if kind == "action" else summarize(record)
-        when = (
-            local_text(record.get("ts"), now, seconds=True)
-            if terminal
-            else utc_text(record.get("ts"))
-        )
-        rows.append([when, kind, clean(step), clean(outcome), clean(detail)])
+        ts = record.get("ts")
+        when = local_text(ts, now, seconds=True) if terminal else utc_text(ts)
+        rows.append([clean(when), kind, clean(step), clean(outcome), clean(detail)])
     return rows
 
 
 def print_chain(out: Console, action_id: str, records: Sequence[Record]) -> None:
     """One action: its facts, then every record of its chain, oldest first."""
-    now = datetime.now(UTC)
+    now = now_utc()
     terminal = on_terminal(out)
     facts = action_facts(records)
     rows = chain_rows(records, now, terminal)

@@ -9,6 +9,16 @@ import typer
 
 from market_agent.commands.help import epilog
 from market_agent.errors import ExitCode
+from market_agent.render import (
+    ShellCommand,
+    columns,
+    json_line,
+    on_terminal,
+    safe,
+    show,
+    stderr_console,
+    stdout_console,
+)
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -63,7 +73,6 @@ def restart(
     from market_agent.actions.factory import reconcile_at_startup
     from market_agent.actions.runner import ActionRequest
     from market_agent.errors import AuditError
-    from market_agent.render import stderr_console
 
     state = ctx.obj
     runner = state.action_runner
@@ -79,80 +88,141 @@ def restart(
         if not sys.stdin.isatty():
             _show(runner.refuse(request, "no terminal to confirm on and no --yes"), json_output)
             return
-        stderr_console().print(preview_panel(runner.preview(request)))
-        if not typer.confirm("Run it?", default=False, err=True):
+        if not _confirm(runner.preview(request)):
             _show(runner.refuse(request, "declined at the prompt"), json_output)
             return
     _show(runner.run(request), json_output)
 
 
 def _show(result: ActionResult, json_output: bool) -> None:
-    from market_agent.render import json_line, stdout_console
-
     if json_output:
         json_line(result.to_json())
-    elif result.dry_run:
-        stdout_console().print(preview_panel(result.preview))
     else:
-        stdout_console().print(result_text(result))
+        out = stdout_console()
+        terminal = on_terminal(out)
+        if result.dry_run:
+            show(out, preview_panel(result.preview, terminal))
+        else:
+            show(out, result_text(result, terminal))
     if result.exit_code:
         raise typer.Exit(int(result.exit_code))
+
+
+def _confirm(preview: Preview) -> bool:
+    """Show on stderr exactly what will run, then ask."""
+    err = stderr_console()
+    show(err, preview_panel(preview, on_terminal(err)))
+    return typer.confirm("Run it?", default=False, err=True)
 
 
 _MARK = {True: ("✓", "green"), False: ("✗", "red")}
 _HAS = {"yes": _MARK[True], "no": _MARK[False], "unknown": ("?", "yellow")}
 
 
-def preview_panel(preview: Preview) -> RenderableType:
+def preview_panel(preview: Preview, terminal: bool = True) -> RenderableType:
+    """What will run, its rollback, verification, permissions and guards: a panel on a
+    terminal (long lines wrapped under their own text), plain lines off it."""
+    from rich.console import Group
     from rich.panel import Panel
     from rich.text import Text
 
-    text = Text()
+    blocked = bool(preview.blocking)
+    title = f"{preview.action}: " + ("blocked" if blocked else "ready")
+    style = "red" if blocked else "green"
+    body = [
+        *_plan_lines(preview, terminal),
+        _verify_line(preview, terminal),
+        *_permission_lines(preview, terminal),
+        *_guard_lines(preview, terminal),
+    ]
+    if not terminal:
+        return Group(Text(safe(title), style=f"bold {style}"), *body)
+    return Panel(Group(*body), title=safe(title), title_align="left", border_style=style)
+
+
+def _plan_lines(preview: Preview, terminal: bool) -> list[RenderableType]:
+    from rich.text import Text
+
     plan = preview.plan
-    text.append("Will run", style="bold")
-    text.append(f" ({plan.backend}, within {plan.timeout:g} s):\n" if plan else ":\n")
-    for line in plan.describe() if plan else ["(no plan: see the guards)"]:
-        text.append(f"  $ {line}\n")
+    heading = f" ({plan.backend}, within {plan.timeout:g} s):" if plan else ":"
+    lines: list[RenderableType] = [Text.assemble(("Will run", "bold"), heading)]
+    if plan is None:
+        return [*lines, Text("  (no plan: see the guards)")]
+    lines += [_command(command, terminal) for command in plan.describe()]
     if preview.rollback:
-        text.append("On failure, roll back with:\n", style="bold")
-        for line in preview.rollback.describe():
-            text.append(f"  $ {line}\n")
+        lines.append(Text("On failure, roll back with:", style="bold"))
+        lines += [_command(command, terminal) for command in preview.rollback.describe()]
+    return lines
+
+
+def _command(command: str, terminal: bool) -> RenderableType:
+    """The exact command: whole on one line off a terminal, wrapped under itself on it."""
+    from rich.padding import Padding
+    from rich.text import Text
+
+    if not terminal:
+        return Text(f"  $ {safe(command)}")
+    return Padding(ShellCommand(command), (0, 0, 0, 2))
+
+
+def _verify_line(preview: Preview, terminal: bool) -> RenderableType:
+    from rich.text import Text
+
     verification = preview.verification
     checks = ["/health healthy"] if verification["health"] else []
     if verification["query"]:
         checks.append(f"PromQL {verification['query']} holds")
-    text.append("Verify: ", style="bold")
-    text.append(f"{' and '.join(checks) or 'nothing'} within {verification['timeout_s']:g} s\n")
-    if preview.permissions:
-        text.append("Permission:\n", style="bold")
+    plan = f"{' and '.join(checks) or 'nothing'} within {verification['timeout_s']:g} s"
+    return columns([[Text("Verify:", style="bold"), plan]], terminal=terminal, gap=1)
+
+
+def _permission_lines(preview: Preview, terminal: bool) -> list[RenderableType]:
+    from rich.text import Text
+
+    if not preview.permissions:
+        return []
+    rows: list[list[str | Text]] = []
     for permission in preview.permissions:
         mark, style = _HAS[permission.has]
-        text.append(f"  {mark} ", style=style)
         role = " (rollback)" if permission.role == "rollback" else ""
-        text.append(f"{permission.backend}{role} needs {permission.needs}\n")
-        text.append(f"      {permission.has}: {permission.detail}\n")
-    text.append("Guards:\n", style="bold")
+        needs = f"{permission.backend}{role} needs {permission.needs}"
+        rows.append([Text(mark, style=style), needs])
+        rows.append(["", f"{permission.has}: {permission.detail}"])
+    heading = Text("Permission:", style="bold")
+    return [heading, columns(rows, terminal=terminal, indent=2, gap=1)]
+
+
+def _guard_lines(preview: Preview, terminal: bool) -> list[RenderableType]:
+    from rich.text import Text
+
+    rows: list[list[str | Text]] = []
     for guard in preview.guards:
         mark, style = _MARK[guard.passed or guard.overridden]
-        text.append(f"  {mark} ", style=style)
         extra = " (overridden by --force)" if guard.overridden else ""
-        text.append(f"{guard.name}: {guard.detail}{extra}\n")
-    blocked = preview.blocking
-    title = f"{preview.action}: " + ("blocked" if blocked else "ready")
-    return Panel(text, title=title, title_align="left", border_style="red" if blocked else "green")
+        rows.append([Text(mark, style=style), f"{guard.name}: {guard.detail}{extra}"])
+    heading = Text("Guards:", style="bold")
+    return [heading, columns(rows, terminal=terminal, indent=2, gap=1)]
 
 
-def result_text(result: ActionResult) -> RenderableType:
+def result_text(result: ActionResult, terminal: bool = True) -> RenderableType:
+    """The outcome, where to read more, then each step: columns whose last one wraps
+    under itself on a terminal, one line a step off it."""
+    from rich.console import Group
     from rich.text import Text
 
     style = "green" if result.outcome == "verified" else "red"
-    text = Text()
-    text.append(f"{result.action}: {result.outcome}", style=f"bold {style}")
-    text.append(f"  (action {result.action_id}; market-agent history show {result.action_id})\n")
+    heading = Text(f"{result.action}: {result.outcome}", style=f"bold {style}")
+    where = f"(action {result.action_id}; market-agent history show {result.action_id})"
+    rows: list[list[str | Text]] = []
     for step in result.steps:
-        detail = step.get("detail") or ""
         name = step.get("guard") or step["step"]
-        text.append(f"  {name:<16} {step['outcome']:<10} {detail}\n")
-    for escalation in result.escalations:
-        text.append(f"  escalated ({escalation['reason']}): {escalation['outcome']}\n")
-    return text
+        rows.append([str(name), str(step["outcome"]), str(step.get("detail") or "")])
+    escalations = [
+        Text(safe(f"  escalated ({escalation['reason']}): {escalation['outcome']}"))
+        for escalation in result.escalations
+    ]
+    return Group(
+        columns([[heading, where]], terminal=terminal, gap=2),
+        columns(rows, terminal=terminal, indent=2, gap=1),
+        *escalations,
+    )
