@@ -193,13 +193,14 @@ def agent_config(tmp: Path, ports: Ports, timings: Timings, llm_url: str | None)
         f"[alertmanager]\nurl = {json.dumps(ports.url('alertmanager'))}",
         f"[audit]\npath = {json.dumps(str(tmp / 'audit.jsonl'))}",
         # A long breaker history must not trip it: the bench restarts 20+ times an hour.
-        "[actions]\nmax_executions = 1000000\nwindow = \"1h\"\ncooldown = \"0s\"\n"
+        '[actions]\nmax_executions = 1000000\nwindow = "1h"\ncooldown = "0s"\n'
         f"pause_file = {json.dumps(str(tmp / 'paused'))}",
         "[actions.restart]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in restart.items()),
         "[[analysis.rules]]\n"
         + "\n".join(
-            f"{k} = {json.dumps(v)}" if k != "labels" else 'labels = { alertname = "'
-            + v["alertname"] + '" }'
+            f"{k} = {json.dumps(v)}"
+            if k != "labels"
+            else 'labels = { alertname = "' + v["alertname"] + '" }'
             for k, v in STALE_RULE.items()
         ),
     ]
@@ -290,9 +291,7 @@ class Stack:
         self.exits.enter_context(
             start_alertmanager(self.tmp, self.tmp / "alertmanager.yml", self.ports.alertmanager)
         )
-        self.exits.enter_context(
-            start_prometheus(self.tmp, prometheus_yml, self.ports.prometheus)
-        )
+        self.exits.enter_context(start_prometheus(self.tmp, prometheus_yml, self.ports.prometheus))
 
     # The predictor, through the same script the action runs.
     def restart_predictor(self) -> None:
@@ -424,8 +423,9 @@ def run_once(stack: Stack, scenario: str) -> dict[str, Any]:
             raise
         nid = firing.response.get("id")
         steps = wait_until(
-            lambda: (s := action_records(new_records(stack.audit, offset), nid)) and finished(s)
-            and s,
+            lambda: (
+                (s := action_records(new_records(stack.audit, offset), nid)) and finished(s) and s
+            ),
             RUN_TIMEOUT,
             interval=0.05,
             message="the action's result",
@@ -491,7 +491,10 @@ def diagnose(stack: Stack, alertname: str) -> None:
     am = stack.http.get(f"{stack.ports.url('alertmanager')}/api/v2/alerts").json()
     print(f"Prometheus ALERTS: {stack.query('ALERTS')}", file=sys.stderr)
     print(f"Alertmanager alerts: {json.dumps(am)[:3000]}", file=sys.stderr)
-    print(f"relay: {[(d.arrived, d.notification_status, d.alertnames) for d in stack.relay.snapshot()][-6:]}", file=sys.stderr)
+    print(
+        f"relay: {[(d.arrived, d.notification_status, d.alertnames) for d in stack.relay.snapshot()][-6:]}",
+        file=sys.stderr,
+    )
 
 
 def quiet(stack: Stack, alertname: str) -> bool:

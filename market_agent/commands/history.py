@@ -291,22 +291,55 @@ def stats_table(rows: list[Stat]) -> RenderableType:
     from rich.table import Table
 
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("alert", "action", "attempts", "verified", "success", "median TTR", "recent"):
+    table.caption = "TTR: median time to recover, from the alert's startsAt / the action's start"
+    table.add_column("alert", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    for column in ("attempts", "verified", "success", "TTR from alert", "TTR from action"):
         table.add_column(column)
+    table.add_column("recent")
     for row in rows:
         rate = f"{row.success_rate:.0%}" if row.success_rate is not None else "-"
-        ttr = f"{row.median_recover_s:.1f} s" if row.median_recover_s is not None else "-"
         recent = "".join("✓" if ok else "✗" for ok in row.recent)
         table.add_row(
-            row.alertname, row.action, str(row.attempts), str(row.successes), rate, ttr, recent
+            row.alertname,
+            row.action,
+            str(row.attempts),
+            str(row.successes),
+            rate,
+            _seconds(row.median_recover_from_alert_s),
+            _seconds(row.median_recover_s),
+            recent,
         )
     return table
+
+
+def _seconds(value: float | None) -> str:
+    return f"{value:.1f} s" if value is not None else "-"
+
+
+def _recovery_caption(records: list[dict[str, Any]]) -> str | None:
+    """Time to recover of a verified action, from the alert's start and from its own."""
+    from market_agent.audit.effectiveness import recovery_times
+
+    result = next((r for r in records if r.get("step") == "result"), None)
+    times = recovery_times(result) if result is not None else {}
+    if times.get("from_action_s") is None:
+        return None
+    return (
+        f"time to recover: {_seconds(times['from_alert_s'])} from the alert's start, "
+        f"{_seconds(times['from_action_s'])} from the action's start"
+    )
 
 
 def chain_table(action_id: str, records: list[dict[str, Any]]) -> RenderableType:
     from rich.table import Table
 
-    table = Table(title=f"action {action_id}", show_edge=False, pad_edge=False)
+    table = Table(
+        title=f"action {action_id}",
+        caption=_recovery_caption(records),
+        show_edge=False,
+        pad_edge=False,
+    )
     for column in ("time (UTC)", "kind", "step", "outcome", "detail"):
         table.add_column(column, overflow="fold")
     for record in records:
