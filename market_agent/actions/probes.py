@@ -91,11 +91,20 @@ class Verifier:
     ) -> None:
         self.health = health
         self.condition = condition
-        if interval is not None:
-            schedule = PollSchedule(fast=interval, fast_for=float("inf"))
         self.schedule = schedule or PollSchedule()
+        if interval is not None:
+            self.interval = interval
         self.clock = clock
         self.sleep = sleep
+
+    @property
+    def interval(self) -> float:
+        """The first wait between tries; setting it makes every wait that long."""
+        return self.schedule.fast
+
+    @interval.setter
+    def interval(self, seconds: float) -> None:
+        self.schedule = PollSchedule(fast=seconds, fast_for=float("inf"))
 
     def plan(self, spec: ActionSpec) -> dict[str, Any]:
         """What verification will check, for previews and records."""
