@@ -191,7 +191,8 @@ def agent_config(tmp: Path, ports: Ports, timings: Timings, llm_url: str | None)
         f"[predictor]\nurl = {json.dumps(ports.url('predictor'))}\ntimeout = 2",
         f"[prometheus]\nurl = {json.dumps(ports.url('prometheus'))}",
         f"[alertmanager]\nurl = {json.dumps(ports.url('alertmanager'))}",
-        f"[audit]\npath = {json.dumps(str(tmp / 'audit.jsonl'))}",
+        # One file however large the pre-filled log (no rotation in the middle of a run).
+        f"[audit]\npath = {json.dumps(str(tmp / 'audit.jsonl'))}\nmax_bytes = {2**40}",
         # A long breaker history must not trip it: the bench restarts 20+ times an hour.
         '[actions]\nmax_executions = 1000000\nwindow = "1h"\ncooldown = "0s"\n'
         f"pause_file = {json.dumps(str(tmp / 'paused'))}",

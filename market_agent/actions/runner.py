@@ -160,6 +160,13 @@ class ActionRunner:
         self.clock = clock
         self.history = ActionHistory(audit.path if audit is not None else None, clock)
 
+    def warm(self) -> None:
+        """Read the history the guards need (the audit log back over each action's
+        horizon): later runs read only what was appended since."""
+        for name, spec in self.settings.definitions.items():
+            _, window, cooldown = self.settings.limits(spec)
+            self.history.executions(name, max(window, cooldown, DEDUP_HORIZON))
+
     def spec(self, action: str) -> ActionSpec:
         spec = self.settings.definitions.get(action)
         if spec is None:
