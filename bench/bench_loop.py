@@ -134,6 +134,8 @@ def render_configs(directory: Path, ports: Ports, timings: Timings, token_file: 
     prometheus["rule_files"] = ["alerts.yml"]
     targets = {"market-predictor": ports.predictor, "market-agent": ports.agent}
     for job in prometheus["scrape_configs"]:
+        job.pop("scrape_interval", None)  # the run's timings, not the shipped ones
+        job.pop("scrape_timeout", None)
         for static in job["static_configs"]:
             static["targets"] = [f"127.0.0.1:{targets[job['job_name']]}"]
     prometheus["alerting"]["alertmanagers"][0]["static_configs"] = [
@@ -141,6 +143,7 @@ def render_configs(directory: Path, ports: Ports, timings: Timings, token_file: 
     ]
     alerts = yaml.safe_load((source / "alerts.yml").read_text())
     for group in alerts["groups"]:
+        group.pop("interval", None)
         for rule in group["rules"]:
             if "alert" in rule:
                 down = rule["alert"] == "PredictorDown"
