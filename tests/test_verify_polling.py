@@ -91,9 +91,7 @@ def test_a_slow_service_is_polled_less_and_less_often() -> None:
 def test_the_last_wait_is_cut_to_the_deadline() -> None:
     clock = FakeClock()
     health = HealthyAfter(clock, at=999.0)
-    outcome = Verifier(health, None, clock=clock, sleep=clock.sleep).verify(
-        spec(verify_timeout=4)
-    )
+    outcome = Verifier(health, None, clock=clock, sleep=clock.sleep).verify(spec(verify_timeout=4))
     assert not outcome.ok
     assert clock.now == pytest.approx(4.0)
 
@@ -159,9 +157,7 @@ def test_the_clocks_need_not_agree(httpx_mock, prometheus) -> None:
     assert condition(prometheus).holds("up == 1", 5.0, SINCE)[0]
 
 
-def test_an_answer_without_target_labels_needs_every_target_scraped(
-    httpx_mock, prometheus
-) -> None:
+def test_an_answer_without_target_labels_needs_every_target_scraped(httpx_mock, prometheus) -> None:
     answer(httpx_mock, [(PREDICTOR, PROM_NOW - 1.0), (AGENT, PROM_NOW - 2.5)], [({}, 1)])
     ok, seen = condition(prometheus).holds("sum(up) > 0", 5.0, SINCE)
     assert not ok
@@ -186,3 +182,49 @@ def test_an_unreachable_prometheus_is_a_failed_try_not_an_error(httpx_mock, prom
     httpx_mock.add_exception(httpx.ConnectError("refused"), url=QUERY, is_reusable=True)
     ok, seen = condition(prometheus).holds("up == 1", 5.0, SINCE)
     assert not ok and "prometheus" in seen.lower()
+
+
+# Against a real Prometheus ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_verify_query_waits_for_a_scrape_after_the_action_with_a_real_prometheus(
+    tmp_path,
+) -> None:
+    import time
+
+    from tests.helpers import (
+        free_port,
+        render_monitoring_configs,
+        start_predictor,
+        start_prometheus,
+        wait_until,
+    )
+
+    ports = {name: free_port() for name in ("predictor", "agent", "alertmanager", "prometheus")}
+    configs = render_monitoring_configs(
+        tmp_path,
+        predictor_port=ports["predictor"],
+        agent_port=ports["agent"],
+        alertmanager_port=ports["alertmanager"],
+        token_file=tmp_path / "token",
+    )
+    url = f"http://127.0.0.1:{ports['prometheus']}"
+    client = PrometheusClient(EndpointSettings(url=url, timeout=5.0))
+    expr = 'up{job="market-predictor"} == 1'
+    with (
+        start_predictor(tmp_path, ports["predictor"], traffic_rps=0),
+        start_prometheus(tmp_path, configs.prometheus, ports["prometheus"]),
+    ):
+        wait_until(lambda: client.query(expr), 30, message="first scrape of the predictor")
+        real = PrometheusCondition(client)
+        # Samples that hold, but none scraped after a start in the future (a clock far
+        # ahead): never verified. (The old code checked only that the query held.)
+        ok, seen = real.holds(expr, 5.0, since=time.time() + 3600)
+        assert not ok and seen.startswith("no scrape of market-predictor/127.0.0.1:")
+        since = time.time()
+        verifier = Verifier(None, real)
+        outcome = verifier.verify(spec(verify_health=False, verify_query=expr), since)
+        assert outcome.ok, outcome.detail
+        (scraped,) = client.query('timestamp(up{job="market-predictor"})')
+        assert scraped.value >= since  # the sample that verified it is newer than the start

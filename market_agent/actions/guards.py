@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -166,8 +166,8 @@ class ActionHistory:
         self._horizon = 0.0
         #: (inode, offset read up to) of the current file.
         self._position: tuple[int, int] | None = None
-        #: action_id -> (action, started epoch, alert keys) of `execute started` records.
-        self._started: dict[str, tuple[str, float, frozenset[str]]] = {}
+        #: action -> action_id -> its run, in the order the runs started.
+        self._runs: dict[str, dict[str, Execution]] = {}
         #: action_id -> epoch of its non-blocked `result` record.
         self._finished: dict[str, float] = {}
         self._forgot_at = 0.0
@@ -178,12 +178,9 @@ class ActionHistory:
         now = self.clock()
         with self._lock:
             self._refresh(horizon, now)
-            runs = [
-                Execution(when, keys, self._finished.get(ident))
-                for ident, (name, when, keys) in self._started.items()
-                if name == action and when >= now - horizon
-            ]
-        return sorted(runs, key=lambda run: run.started, reverse=True)
+            runs = self._runs.get(action, {}).values()
+            cutoff = now - horizon
+            return [run for run in reversed(runs) if run.started >= cutoff]  # newest first
 
     def _refresh(self, horizon: float, now: float) -> None:
         assert self.audit_path is not None
@@ -204,10 +201,11 @@ class ActionHistory:
         from market_agent.audit.query import Query, format_ts, log_files, select
 
         assert self.audit_path is not None
-        self._started, self._finished, self._horizon = {}, {}, horizon
+        self._runs, self._finished, self._horizon = {}, {}, horizon
         since = format_ts(datetime.fromtimestamp(now - horizon, UTC))
         query = Query(kinds=frozenset({"action"}), since=since)
-        for _, record in select(log_files(self.audit_path), query):
+        newest_first = [record for _, record in select(log_files(self.audit_path), query)]
+        for record in reversed(newest_first):
             self._note(record)
         self._position = (inode, size)
 
@@ -234,11 +232,15 @@ class ActionHistory:
         if not isinstance(ident, str) or not isinstance(action, str):
             return
         step, outcome = record.get("step"), record.get("outcome")
-        when = epoch(str(record.get("ts")))
+        runs = self._runs.setdefault(action, {})
         if step == "result" and outcome != "blocked":
-            self._finished.setdefault(ident, when)
-        elif step == "execute" and outcome == "started":
-            self._started[ident] = (action, when, recorded_alert_keys(record))
+            when = self._finished.setdefault(ident, epoch(str(record.get("ts"))))
+            run = runs.get(ident)
+            if run is not None and run.finished is None:
+                runs[ident] = replace(run, finished=when)
+        elif step == "execute" and outcome == "started" and ident not in runs:
+            when = epoch(str(record.get("ts")))
+            runs[ident] = Execution(when, recorded_alert_keys(record), self._finished.get(ident))
 
     def _forget(self, now: float) -> None:
         """Drop runs older than the horizon (once a minute), so memory stays bounded."""
@@ -246,9 +248,9 @@ class ActionHistory:
             return
         self._forgot_at = now
         cutoff = now - self._horizon
-        old = [ident for ident, (_, when, _) in self._started.items() if when < cutoff]
-        for ident in old:
-            del self._started[ident]
+        for runs in self._runs.values():
+            for ident in [i for i, run in runs.items() if run.started < cutoff]:
+                del runs[ident]
         for ident in [i for i, when in self._finished.items() if when < cutoff]:
             del self._finished[ident]
 
