@@ -34,7 +34,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,7 @@ from common import ROOT, record
 from timing_relay import Delivery, TimingRelay
 
 sys.path.insert(0, str(ROOT))
-from tests.helpers import (  # noqa: E402
+from tests.helpers import (
     ManagedProcess,
     free_port,
     start_alertmanager,
@@ -365,8 +364,9 @@ class HealthWatch:
 
 
 def new_records(path: Path, offset: int) -> list[dict[str, Any]]:
+    """The records appended since `offset` (all of them if the log rotated since)."""
     with path.open("rb") as handle:
-        handle.seek(offset)
+        handle.seek(offset if offset <= path.stat().st_size else 0)
         data = handle.read()
     lines = data.split(b"\n")[:-1]  # a line still being written is read next time
     return [json.loads(line) for line in lines if line.strip()]
@@ -386,7 +386,9 @@ def delivery(
     return None
 
 
-def action_records(records: list[dict[str, Any]], notification_id: str) -> dict[str, dict]:
+def action_records(
+    records: list[dict[str, Any]], notification_id: str
+) -> dict[str, dict[str, Any]]:
     """`step/outcome` -> the action record, for the action this notification caused."""
     found = {}
     for item in records:
@@ -395,8 +397,9 @@ def action_records(records: list[dict[str, Any]], notification_id: str) -> dict[
     return found
 
 
-def finished(steps: dict[str, dict]) -> bool:
-    return any(key.startswith("result/") for key in steps)
+def finished(steps: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
+    """The steps, once the action has its result."""
+    return steps if any(key.startswith("result/") for key in steps) else None
 
 
 def epoch(ts: str | None) -> float | None:
@@ -408,6 +411,8 @@ def epoch(ts: str | None) -> float | None:
 
 
 def run_once(stack: Stack, scenario: str) -> dict[str, Any]:
+    """Break the predictor, wait for the verified restart and the resolution; the
+    milestones of the run."""
     alertname = SCENARIOS[scenario][0]
     wait_until(lambda: quiet(stack, alertname), RUN_TIMEOUT, interval=0.05, message="quiet")
     offset = stack.audit.stat().st_size
@@ -415,21 +420,10 @@ def run_once(stack: Stack, scenario: str) -> dict[str, Any]:
         time.sleep(0.05)  # its first answers are from the old predictor
         injected = time.time()
         inject(stack, scenario)
-        try:
-            firing = wait_until(
-                lambda: delivery(stack.relay.snapshot(), alertname, "firing", injected),
-                RUN_TIMEOUT,
-                interval=0.02,
-                message=f"{alertname} firing notification",
-            )
-        except TimeoutError:
-            diagnose(stack, alertname)
-            raise
+        firing = firing_notification(stack, alertname, injected)
         nid = firing.response.get("id")
         steps = wait_until(
-            lambda: (
-                (s := action_records(new_records(stack.audit, offset), nid)) and finished(s) and s
-            ),
+            lambda: finished(action_records(new_records(stack.audit, offset), nid)),
             RUN_TIMEOUT,
             interval=0.05,
             message="the action's result",
@@ -439,28 +433,50 @@ def run_once(stack: Stack, scenario: str) -> dict[str, Any]:
             stack.restart_predictor()
         resolved = resolution(stack, alertname, firing.arrived)
     records = new_records(stack.audit, offset)
-    by_id = {r.get("id"): r for r in records}
+    milestones = {
+        "injected": injected,
+        **detection(stack, scenario, alertname, injected),
+        "received": firing.arrived,
+        **agent_milestones(records, nid, steps),
+        "healthy": watch.healthy_at,
+        "resolved": resolved.arrived if resolved is not None else None,
+    }
+    return {"scenario": scenario, "outcome": outcome, "milestones": milestones}
+
+
+def firing_notification(stack: Stack, alertname: str, since: float) -> Delivery:
+    try:
+        return wait_until(
+            lambda: delivery(stack.relay.snapshot(), alertname, "firing", since),
+            RUN_TIMEOUT,
+            interval=0.02,
+            message=f"{alertname} firing notification",
+        )
+    except TimeoutError:
+        diagnose(stack, alertname)
+        raise
+
+
+def agent_milestones(
+    records: list[dict[str, Any]], nid: str, steps: dict[str, dict[str, Any]]
+) -> dict[str, float | None]:
+    """Journaled, analysed, guards passed, action started, restarted, verified."""
+    notification = next((r for r in records if r.get("id") == nid), {})
     analysis = next(
         (r for r in records if r.get("kind") == "analysis" and r.get("notification_id") == nid),
         {},
     )
     succeeded = steps.get("execute/succeeded", {})
-    milestones = {
-        "injected": injected,
-        **detection(stack, scenario, alertname, injected),
-        "received": firing.arrived,
-        "journaled": epoch(by_id.get(nid, {}).get("ts")),
+    return {
+        "journaled": epoch(notification.get("ts")),
         "analysed": epoch(analysis.get("ts")),
         "guards_passed": epoch(steps.get("execute/started", {}).get("ts")),
         "action_started": loop_phases.action_started(
             epoch(succeeded.get("ts")), succeeded.get("duration_ms")
         ),
         "restarted": epoch(succeeded.get("ts")),
-        "healthy": watch.healthy_at,
         "verified": epoch(steps.get("verify/passed", {}).get("ts")),
-        "resolved": resolved.arrived if resolved is not None else None,
     }
-    return {"scenario": scenario, "outcome": outcome, "milestones": milestones}
 
 
 def resolution(stack: Stack, alertname: str, after: float) -> Delivery | None:
@@ -492,13 +508,12 @@ def active(stack: Stack, alertname: str) -> bool:
 
 
 def diagnose(stack: Stack, alertname: str) -> None:
+    """What Prometheus, Alertmanager and the relay saw, when a notification never came."""
     am = stack.http.get(f"{stack.ports.url('alertmanager')}/api/v2/alerts").json()
     print(f"Prometheus ALERTS: {stack.query('ALERTS')}", file=sys.stderr)
     print(f"Alertmanager alerts: {json.dumps(am)[:3000]}", file=sys.stderr)
-    print(
-        f"relay: {[(d.arrived, d.notification_status, d.alertnames) for d in stack.relay.snapshot()][-6:]}",
-        file=sys.stderr,
-    )
+    seen = [(d.arrived, d.notification_status, d.alertnames) for d in stack.relay.snapshot()]
+    print(f"relay, last deliveries: {seen[-6:]}", file=sys.stderr)
 
 
 def quiet(stack: Stack, alertname: str) -> bool:
@@ -558,8 +573,8 @@ def report(timings: Timings, results: dict[str, list[dict[str, Any]]], as_json: 
         print(loop_phases.table(title, rows), file=sys.stderr if as_json else sys.stdout)
         line = (
             f"agent's share: median {share['median_ms']} ms (worst {share['worst_ms']} ms), "
-            f"{share['percent_of_total']}% of the median total; outcomes {outcomes.count('verified')}"
-            f"/{len(runs)} verified\n"
+            f"{share['percent_of_total']}% of the median total; "
+            f"{outcomes.count('verified')}/{len(runs)} runs verified\n"
         )
         print(line, file=sys.stderr if as_json else sys.stdout)
         record_rows(scenario, timings, rows)
@@ -604,11 +619,12 @@ def stand_in_llm(delay: float | None) -> Iterator[str | None]:
         return
     from bench_llm import SCRIPTED
 
-    def answer(body: dict[str, Any]) -> Any:
-        time.sleep(delay)
-        return SCRIPTED.Answer(VERDICT)
+    class Delayed(SCRIPTED.ScriptedLLM):  # type: ignore[name-defined,misc]
+        def _play(self, handler: Any, step: Any, body: dict[str, Any]) -> None:
+            time.sleep(delay)  # outside the script's lock: calls overlap as a model's do
+            super()._play(handler, step, body)
 
-    with SCRIPTED.ScriptedLLM(answer) as server:
+    with Delayed([SCRIPTED.Answer(VERDICT)]) as server:
         yield server.url
 
 

@@ -11,6 +11,7 @@ once: whether the new one comes up healthy is for the action's verification to s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -59,10 +60,8 @@ def main(argv: list[str]) -> int:
         return 2
     pidfile, address, log, *options = argv
     host, port = address.rsplit(":", 1)
-    try:
+    with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
         stop(int(Path(pidfile).read_text()))
-    except (FileNotFoundError, ValueError, ProcessLookupError):
-        pass
     wait_port_closed(host, int(port))
     with open(log, "ab") as out:
         child = subprocess.Popen(
