@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -417,7 +418,9 @@ def run_once(stack: Stack, scenario: str) -> dict[str, Any]:
     wait_until(lambda: quiet(stack, alertname), RUN_TIMEOUT, interval=0.05, message="quiet")
     offset = stack.audit.stat().st_size
     with HealthWatch(f"{stack.ports.url('predictor')}/health") as watch:
-        time.sleep(0.05)  # its first answers are from the old predictor
+        # At a random point of the scrape cycle: otherwise every run lands at the same
+        # phase of Prometheus' schedule, and the phases that wait for it look constant.
+        time.sleep(0.05 + random.uniform(0, seconds(stack.timings.scrape_interval)))
         injected = time.time()
         inject(stack, scenario)
         firing = firing_notification(stack, alertname, injected)

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -251,8 +249,7 @@ class ActionRunner:
                     run.record("guard", "overridden", guard=guard.name, detail=guard.detail)
             if preview.blocking:
                 return run.blocked(preview.blocking)
-            probe = run.probe_prometheus(spec)  # in parallel with the re-check
-            if not (run.recheck() and run.verifiable(probe)):
+            if not (run.recheck() and run.verifiable(spec)):
                 return run.result
             return run.execute(spec)
 
@@ -406,31 +403,16 @@ class _Run:
         detail = f"cannot re-check the alert with Alertmanager: {why}"
         return self._not_blind("alert_state", detail, "alertmanager_unreachable")
 
-    def probe_prometheus(self, spec: ActionSpec) -> Future[tuple[bool, str]] | None:
-        """Before an automatic run with a `verify_query`: start asking whether Prometheus
-        answers at all (read by `verifiable`), on a thread, so that it costs no time
-        beside the Alertmanager re-check."""
+    def verifiable(self, spec: ActionSpec) -> bool:
+        """Before an automatic run: can Prometheus answer the verification query at all?
+
+        If not, the action could only be verified as failed, then rolled back: a human
+        decides instead.
+        """
         condition = self.runner.verifier.condition
         if self.request.trigger != "auto" or not spec.verify_query or condition is None:
-            return None
-        timeout = min(spec.verify_timeout, 5.0)
-        answer: Future[tuple[bool, str]] = Future()
-
-        def probe() -> None:
-            try:
-                answer.set_result(condition.holds("vector(1)", timeout))
-            except Exception as exc:  # holds() never raises; a bug must not hang the run
-                answer.set_exception(exc)
-
-        threading.Thread(target=probe, daemon=True, name="prometheus-precheck").start()
-        return answer
-
-    def verifiable(self, probe: Future[tuple[bool, str]] | None) -> bool:
-        """Can Prometheus answer the verification query at all? If not, the action could
-        only be verified as failed, then rolled back: a human decides instead."""
-        if probe is None:
             return True
-        reachable, seen = probe.result()
+        reachable, seen = condition.holds("vector(1)", min(spec.verify_timeout, 5.0))
         if reachable:
             return True
         detail = f"cannot verify it: Prometheus did not answer ({seen})"
