@@ -368,3 +368,15 @@ def test_the_runner_records_the_alert_start_and_history_shows_both_times(
     assert "from the alert's start" in text and "1.2 s from the action's start" in text
     stats = " ".join(run_cli("history", "stats").stdout.split())
     assert "3.0 s" in stats and "1.2 s" in stats and "from the alert's startsAt" in stats
+
+
+def test_a_verified_run_records_when_its_alert_started(tmp_path: Path) -> None:
+    from tests.test_actions_guards import ON, auto, make_runner, records, touch_action
+
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(tmp_path / "ran")})
+    request = auto()
+    assert runner.run(request).outcome == "verified"
+    (result_record,) = [r for r in records(tmp_path, "action") if r["step"] == "result"]
+    starts = [alert.starts_at for alert in request.notification.firing]
+    expected = min(starts).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert result_record["alert_started_at"] == expected

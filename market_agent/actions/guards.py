@@ -189,8 +189,9 @@ class ActionHistory:
         except FileNotFoundError:
             self._position = None
             return
-        stale = self._position is None or self._position[0] != stat.st_ino
-        if stale or stat.st_size < self._position[1] or horizon > self._horizon:
+        position = self._position
+        stale = position is None or position[0] != stat.st_ino or stat.st_size < position[1]
+        if stale or horizon > self._horizon:
             self._load(stat.st_ino, stat.st_size, max(horizon, self._horizon), now)
         self._read_tail()
         self._forget(now)

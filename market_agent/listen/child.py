@@ -453,10 +453,12 @@ def _payload_json(job: Job) -> bytes:
 
 
 def _warm_history(workers: Workers) -> None:
+    warm = [getattr(workers.service, "warm_history", None)]
+    warm.append(getattr(workers.remediator, "warm", None))
     try:
-        workers.service.warm_history()
-        if workers.remediator is not None:
-            workers.remediator.warm()
+        for read_ahead in warm:
+            if read_ahead is not None:
+                read_ahead()
     except Exception as exc:  # a help only: the first analysis reads it otherwise
         log.warning("could not read the audit log ahead: %s", type(exc).__name__)
 
