@@ -113,6 +113,7 @@ def incident(rng: random.Random, n: int) -> list[tuple[str, dict[str, Any]]]:
         ),
     ]
     if status == "firing" and rng.random() < 0.5:
+        identity = f"{n:016x}|2026-11-17T03:14:00.318000+00:00"  # Alert.identity()
         base = {
             "action": "restart",
             "action_id": xid,
@@ -123,7 +124,10 @@ def incident(rng: random.Random, n: int) -> list[tuple[str, dict[str, Any]]]:
         }
         ok = rng.random() < 0.7
         records += [
-            ("action", {**base, "step": "execute", "outcome": "started", "alert_key": xid}),
+            (
+                "action",
+                {**base, "step": "execute", "outcome": "started", "alert_keys": [identity]},
+            ),
             ("action", {**base, "step": "execute", "outcome": "succeeded", "detail": "exit 0"}),
             ("action", {**base, "step": "verify", "outcome": "passed" if ok else "failed"}),
             (

@@ -204,7 +204,7 @@ class DeadPrometheus:
     def __init__(self) -> None:
         self.asked: list[tuple[str, float]] = []
 
-    def holds(self, expr: str, timeout: float) -> tuple[bool, str]:
+    def holds(self, expr: str, timeout: float, since: float | None = None) -> tuple[bool, str]:
         self.asked.append((expr, timeout))
         return False, "connection refused"
 

@@ -298,3 +298,88 @@ def test_events_read_in_place_equal_those_of_each_line(records, torn, junk) -> N
     chunk = b"\n".join(lines) + (b"" if torn else b"\n")
     expected = [event for line in chunk.split(b"\n") if (event := extract(line))]
     assert events_in(chunk) == expected
+
+
+# Time to recover from the alert's startsAt, and interrupted runs ---------------------------
+
+
+def _ago(seconds: float) -> str:
+    from datetime import UTC, datetime, timedelta
+
+    moment = datetime.now(UTC) - timedelta(seconds=seconds)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def test_time_to_recover_is_told_from_the_alert_start_and_from_the_action_start(
+    tmp_path: Path,
+) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", fsync=False)
+    # The alert started 4 s before the run's end; the run itself took 1.5 s.
+    result(log, "verified", recover_s=1.5, elapsed_s=1.5, alert_started_at=_ago(4.0))
+    result(log, "verified", recover_s=2.0, elapsed_s=2.0)  # an older record: no start
+    (row,) = compute([log.path])
+    assert row.median_recover_s == 1.75
+    assert row.recover_from_alert == [pytest.approx(4.0, abs=0.5)]
+    json_row = row.to_json()
+    assert json_row["median_time_to_recover_s"] == 1.75
+    assert json_row["median_time_to_recover_from_alert_s"] == pytest.approx(4.0, abs=0.5)
+
+
+def test_an_unverified_run_recovers_from_the_alert_start_at_the_resolution(
+    tmp_path: Path,
+) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", fsync=False)
+    result(log, "failed", elapsed_s=1.0, alert_started_at=_ago(10.0))
+    log.append("notification", {"id": "n", "status": "resolved", "alertnames": ["PredictorDown"]})
+    (row,) = compute([log.path])
+    assert row.median_recover_s == pytest.approx(1.0, abs=0.5)
+    assert row.median_recover_from_alert_s == pytest.approx(10.0, abs=0.5)
+
+
+def test_an_interrupted_run_is_an_attempt_that_did_not_succeed(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", fsync=False)
+    result(log, "verified", recover_s=1.0)
+    log.append(  # as reconcile writes it: no elapsed_s, no recovery
+        "action",
+        {"action": "restart", "action_id": "i", "alertnames": ["PredictorDown"],
+         "step": "result", "outcome": "interrupted"},
+    )  # fmt: skip
+    (row,) = compute([log.path])
+    assert (row.attempts, row.successes, list(row.recent)) == (2, 1, [True, False])
+    assert row.recover_times == [1.0]
+
+
+def test_the_runner_records_the_alert_start_and_history_shows_both_times(
+    tmp_path: Path, audit_path: Path
+) -> None:
+    from market_agent.audit.effectiveness import recovery_times
+
+    log = AuditLog(audit_path, fsync=False)
+    record = result(
+        log, "verified", recover_s=1.25, elapsed_s=1.25, alert_started_at=_ago(3.0),
+        action_id="abc123",
+    )  # fmt: skip
+    times = recovery_times(record)
+    assert times["from_action_s"] == 1.25
+    assert times["from_alert_s"] == pytest.approx(3.0, abs=0.5)
+    out = run_cli("history", "show", "abc123")
+    assert out.exit_code == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "from the alert's start" in text and "1.2 s from the action's start" in text
+    (stats,) = [
+        json.loads(line) for line in run_cli("history", "stats", "--json").stdout.splitlines()
+    ]
+    assert stats["median_time_to_recover_s"] == 1.25
+    assert stats["median_time_to_recover_from_alert_s"] == pytest.approx(3.0, abs=0.5)
+
+
+def test_a_verified_run_records_when_its_alert_started(tmp_path: Path) -> None:
+    from tests.test_actions_guards import ON, auto, make_runner, records, touch_action
+
+    runner = make_runner(tmp_path, {**ON, "restart": touch_action(tmp_path / "ran")})
+    request = auto()
+    assert runner.run(request).outcome == "verified"
+    (result_record,) = [r for r in records(tmp_path, "action") if r["step"] == "result"]
+    starts = [alert.starts_at for alert in request.notification.firing]
+    expected = min(starts).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    assert result_record["alert_started_at"] == expected

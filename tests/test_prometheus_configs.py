@@ -77,6 +77,36 @@ def test_promtool_rule_unit_tests_can_fail(tmp_path: Path) -> None:
     assert "PredictorAccuracyDrop" in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("shorter", ["0s", "10s"])
+def test_a_predictor_down_shorter_than_a_restart_gap_fails_the_unit_tests(
+    tmp_path: Path, shorter: str
+) -> None:
+    """alerts_test.yml pins the timing: 15s, longer than a restart's failed scrapes."""
+    alerts = (PROMETHEUS_DIR / "alerts.yml").read_text()
+    assert alerts.count("for: 15s") == 1
+    (tmp_path / "alerts.yml").write_text(alerts.replace("for: 15s", f"for: {shorter}"))
+    (tmp_path / "alerts_test.yml").write_text((PROMETHEUS_DIR / "alerts_test.yml").read_text())
+    result = run_tool("promtool", "test", "rules", tmp_path / "alerts_test.yml")
+    assert result.returncode != 0
+    assert "PredictorDown" in result.stdout + result.stderr
+
+
+def test_shipped_timings_make_a_fast_and_safe_loop() -> None:
+    """What README "Time to recovery" states: a crash is firing within 25s (scrape 5s +
+    for 15s + evaluation 5s) and notified 2s later; a restart's gap never fires."""
+    prometheus = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    predictor = jobs["market-predictor"]
+    assert (predictor["scrape_interval"], predictor["scrape_timeout"]) == ("5s", "4s")
+    (group,) = load_yaml(PROMETHEUS_DIR / "alerts.yml")["groups"]
+    assert group["interval"] == "5s"
+    assert load_yaml(PROMETHEUS_DIR / "alerts_test.yml")["evaluation_interval"] == "5s"
+    rules = {rule["alert"]: rule for rule in alert_rules()}
+    assert rules["PredictorDown"]["for"] == "15s"  # 3 more failed scrapes than the first
+    route = load_yaml(PROMETHEUS_DIR / "alertmanager.yml")["route"]["routes"][0]
+    assert (route["group_wait"], route["group_interval"]) == ("2s", "30s")
+
+
 def test_amtool_check_config() -> None:
     assert_ok(run_tool("amtool", "check-config", PROMETHEUS_DIR / "alertmanager.yml"))
 
@@ -133,6 +163,9 @@ def test_rendered_configs_are_valid_and_use_test_values(tmp_path: Path) -> None:
     assert_ok(run_tool("amtool", "check-config", configs.alertmanager))
     prometheus = load_yaml(configs.prometheus)
     assert prometheus["global"]["scrape_interval"] == "1s"
+    jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
+    assert jobs["market-predictor"]["scrape_interval"] == "1s"  # not the shipped 5s
+    assert load_yaml(configs.alerts)["groups"][0]["interval"] == "1s"
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"] for job in prometheus["scrape_configs"]
     }

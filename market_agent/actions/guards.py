@@ -8,9 +8,10 @@ cooldown, already handled) count the audit log, so they hold across processes.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -151,36 +152,113 @@ class Execution:
 
 
 class ActionHistory:
-    """Past executions of an action, read newest first from the audit log."""
+    """Past executions of an action, from the audit log.
+
+    The first call reads the log back over the horizon; later calls read only what
+    was appended since (by any process), so a long history or a large log does not
+    slow each run down. A rotated log is read again.
+    """
 
     def __init__(self, audit_path: Path | None, clock: Callable[[], float] = time.time) -> None:
         self.audit_path = audit_path
         self.clock = clock
+        self._lock = threading.Lock()
+        self._horizon = 0.0
+        #: (inode, offset read up to) of the current file.
+        self._position: tuple[int, int] | None = None
+        #: action -> action_id -> its run, in the order the runs started.
+        self._runs: dict[str, dict[str, Execution]] = {}
+        #: action_id -> epoch of its non-blocked `result` record.
+        self._finished: dict[str, float] = {}
+        self._forgot_at = 0.0
 
     def executions(self, action: str, horizon: float) -> list[Execution]:
-        from market_agent.audit.query import Query, epoch, format_ts, log_files, select
-
         if self.audit_path is None:
             return []
-        since = format_ts(datetime.fromtimestamp(self.clock() - horizon, UTC))
+        now = self.clock()
+        with self._lock:
+            self._refresh(horizon, now)
+            runs = self._runs.get(action, {}).values()
+            cutoff = now - horizon
+            return [run for run in reversed(runs) if run.started >= cutoff]  # newest first
+
+    def _refresh(self, horizon: float, now: float) -> None:
+        assert self.audit_path is not None
+        try:
+            stat = self.audit_path.stat()
+        except FileNotFoundError:
+            self._position = None
+            return
+        position = self._position
+        stale = position is None or position[0] != stat.st_ino or stat.st_size < position[1]
+        if stale or horizon > self._horizon:
+            self._load(stat.st_ino, stat.st_size, max(horizon, self._horizon), now)
+        self._read_tail()
+        self._forget(now)
+
+    def _load(self, inode: int, size: int, horizon: float, now: float) -> None:
+        """Read the log back over `horizon`; what is appended meanwhile is read again
+        by `_read_tail` (from `size`), which is harmless: records are keyed by id."""
+        from market_agent.audit.query import Query, format_ts, log_files, select
+
+        assert self.audit_path is not None
+        self._runs, self._finished, self._horizon = {}, {}, horizon
+        since = format_ts(datetime.fromtimestamp(now - horizon, UTC))
         query = Query(kinds=frozenset({"action"}), since=since)
-        finished: dict[str, float] = {}
-        runs: list[Execution] = []
-        for _, record in select(log_files(self.audit_path), query):
-            if record.get("action") != action:
-                continue
-            step, outcome, ident = (
-                record.get("step"),
-                record.get("outcome"),
-                record.get("action_id"),
-            )
+        newest_first = [record for _, record in select(log_files(self.audit_path), query)]
+        for record in reversed(newest_first):
+            self._note(record)
+        self._position = (inode, size)
+
+    def _read_tail(self) -> None:
+        from market_agent.audit.query import load_record
+
+        assert self.audit_path is not None and self._position is not None
+        inode, offset = self._position
+        with self.audit_path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+        complete = data.rfind(b"\n") + 1  # a record being written is read next time
+        for line in data[:complete].splitlines():
+            if _ACTION in line and (_EXECUTE in line or _RESULT in line):
+                record = load_record(line)
+                if record is not None and record.get("kind") == "action":
+                    self._note(record)
+        self._position = (inode, offset + complete)
+
+    def _note(self, record: Mapping[str, object]) -> None:
+        from market_agent.audit.query import epoch
+
+        ident, action = record.get("action_id"), record.get("action")
+        if not isinstance(ident, str) or not isinstance(action, str):
+            return
+        step, outcome = record.get("step"), record.get("outcome")
+        runs = self._runs.setdefault(action, {})
+        if step == "result" and outcome != "blocked":
+            when = self._finished.setdefault(ident, epoch(str(record.get("ts"))))
+            run = runs.get(ident)
+            if run is not None and run.finished is None:
+                runs[ident] = replace(run, finished=when)
+        elif step == "execute" and outcome == "started" and ident not in runs:
             when = epoch(str(record.get("ts")))
-            if step == "result" and outcome != "blocked" and isinstance(ident, str):
-                finished.setdefault(ident, when)
-            elif step == "execute" and outcome == "started":
-                done = finished.get(ident) if isinstance(ident, str) else None
-                runs.append(Execution(when, recorded_alert_keys(record), done))
-        return runs
+            runs[ident] = Execution(when, recorded_alert_keys(record), self._finished.get(ident))
+
+    def _forget(self, now: float) -> None:
+        """Drop runs older than the horizon (once a minute), so memory stays bounded."""
+        if now - self._forgot_at < 60:
+            return
+        self._forgot_at = now
+        cutoff = now - self._horizon
+        for runs in self._runs.values():
+            for ident in [i for i, run in runs.items() if run.started < cutoff]:
+                del runs[ident]
+        for ident in [i for i, when in self._finished.items() if when < cutoff]:
+            del self._finished[ident]
+
+
+_ACTION = b'"kind":"action"'
+_EXECUTE = b'"step":"execute"'
+_RESULT = b'"step":"result"'
 
 
 def recorded_alert_keys(record: Mapping[str, object]) -> frozenset[str]:

@@ -32,6 +32,10 @@ class Remediator:
         self.runner = runner
         self.escalator = escalator
 
+    def warm(self) -> None:
+        """Read the action history now, not at the first action (see `ActionRunner.warm`)."""
+        self.runner.warm()
+
     def handle(self, analysis: Analysis, notification: Notification) -> ActionResult | None:
         """Act on one analysis; returns the action's result when one was attempted."""
         try:

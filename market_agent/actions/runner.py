@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,7 @@ from market_agent.actions.guards import (
     GuardInput,
     GuardResult,
     Trigger,
+    acted_for,
     alert_keys,
     history_guards,
 )
@@ -165,6 +167,13 @@ class ActionRunner:
         self.alert_timeout = alert_timeout
         self.clock = clock
         self.history = ActionHistory(audit.path if audit is not None else None, clock)
+
+    def warm(self) -> None:
+        """Read the history the guards need (the audit log back over each action's
+        horizon): later runs read only what was appended since."""
+        for name, spec in self.settings.definitions.items():
+            _, window, cooldown = self.settings.limits(spec)
+            self.history.executions(name, max(window, cooldown, DEDUP_HORIZON))
 
     def spec(self, action: str) -> ActionSpec:
         spec = self.settings.definitions.get(action)
@@ -460,25 +469,40 @@ class _Run:
             forced=self.request.force,
             alert_keys=alert_keys(_input(self.request, spec, self.runner.settings)),
         )
-        verified = self._run_step("execute", plan) and self._verify("verify", spec)
+        since = time.time()  # a verify_query holds only on samples scraped after this
+        verified = self._run_step("execute", plan) and self._verify("verify", spec, since)
         elapsed = round(time.monotonic() - started, 3)
+        alert = self._alert_started_at(spec)
         if verified:
-            return self._finish("verified", "verified", recover_s=elapsed, elapsed_s=elapsed)
+            return self._finish(
+                "verified", "verified", recover_s=elapsed, elapsed_s=elapsed, **alert
+            )
         rollback = self.preview.rollback
+        since = time.time()
         recovered = (
             rollback is not None
             and self._run_step("rollback", rollback)
-            and self._verify("rollback_verify", spec)
+            and self._verify("rollback_verify", spec, since)
         )
         if recovered:
             detail = "failed verification; rolled back and verified"
-            self._finish("rolled_back", detail, elapsed_s=_since(started))
+            self._finish("rolled_back", detail, elapsed_s=_since(started), **alert)
             self.escalate("rolled_back", self._failure_message(rolled_back=True))
             return self.result
         detail = "failed; " + ("rollback failed" if rollback else "no rollback configured")
-        self._finish("failed", detail, elapsed_s=_since(started))
+        self._finish("failed", detail, elapsed_s=_since(started), **alert)
         self.escalate("action_failed", self._failure_message(rolled_back=False))
         return self.result
+
+    def _alert_started_at(self, spec: ActionSpec) -> dict[str, str]:
+        """`alert_started_at`: the earliest startsAt of the alerts it acted for, so that
+        time to recover can be told from the alert's start too (`history stats`)."""
+        alerts = acted_for(_input(self.request, spec, self.runner.settings))
+        starts = [alert.starts_at for alert in alerts if alert.starts_at is not None]
+        if not starts:
+            return {}
+        first = min(starts).astimezone(UTC).isoformat(timespec="microseconds")
+        return {"alert_started_at": first.replace("+00:00", "Z")}
 
     def _run_step(self, step: str, plan: Plan) -> bool:
         if step == "rollback":
@@ -494,8 +518,8 @@ class _Run:
         )
         return outcome.ok
 
-    def _verify(self, step: str, spec: ActionSpec) -> bool:
-        outcome = self.runner.verifier.verify(spec)
+    def _verify(self, step: str, spec: ActionSpec, since: float) -> bool:
+        outcome = self.runner.verifier.verify(spec, since)
         self.record(
             step,
             "passed" if outcome.ok else "failed",

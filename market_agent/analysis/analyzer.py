@@ -52,6 +52,12 @@ class AnalysisService:
         if warm is not None:
             warm()
 
+    def warm_history(self) -> None:
+        """Read what the analyzers learn from the audit log (slow on a large log)."""
+        warm = getattr(self.rules, "warm_history", None)
+        if warm is not None:
+            warm()
+
     def analyze(
         self,
         notification: Notification,

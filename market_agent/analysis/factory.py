@@ -114,6 +114,10 @@ class WithEffectiveness:
                 context = {**context, "effectiveness": figures}
         return self.inner.judge(notification, context)
 
+    def warm_history(self) -> None:
+        """Read the audit log's past actions now, not at the first analysis."""
+        self.tracker.figures(())
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

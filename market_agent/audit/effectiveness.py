@@ -2,10 +2,15 @@
 
 Manual actions about no alert are counted under the alert name "" (null in JSON).
 
-- attempts: executed runs (`result` records other than `blocked`);
+- attempts: executed runs (`result` records other than `blocked`), `interrupted`
+  ones included: the action ran and nothing proved it worked, so it counts as an
+  attempt that did not succeed (three of them in the last five make the rule
+  analyzer escalate rather than restart again: a human looks);
 - successes: runs whose verification passed;
-- median time to recover: action start to verification, or, for a run that was
-  not verified, to the next resolved notification for that alert (within a day);
+- median time to recover, twice: from the action's start, and end to end from the
+  alert's `startsAt` (`alert_started_at` on the result record; older records have
+  none), to verification, or, for a run that was not verified, to the next resolved
+  notification for that alert (within a day);
 - recent: the last outcomes, oldest first (True = verified), for the rule analyzer,
   which proposes `escalate` instead of `restart` when 3 of the last 5 failed.
 
@@ -34,10 +39,11 @@ _NOTIFICATION = b'"kind":"notification"'
 _RESOLVED = b'"status":"resolved","ts":"'
 _STATUS = b'"status":"'
 _NAMES = b'"alertnames":['
-_EXECUTED = frozenset({"verified", "rolled_back", "failed"})
+_EXECUTED = frozenset({"verified", "rolled_back", "failed", "interrupted"})
 #: A resolved notification this long after an unverified run no longer counts as recovery.
 RESOLUTION_HORIZON = 24 * 3600.0
 _CONTEXT_KEYS = ("recent", "attempts", "successes", "success_rate", "median_time_to_recover_s")
+Pending = tuple["Stat", float, float | None]  # (stat, action start, alert start)
 
 
 @dataclass
@@ -47,6 +53,8 @@ class Stat:
     attempts: int = 0
     successes: int = 0
     recover_times: list[float] = field(default_factory=list)
+    #: End to end: from the alert's startsAt (runs that recorded it).
+    recover_from_alert: list[float] = field(default_factory=list)
     recent: deque[bool] = field(default_factory=lambda: deque(maxlen=RECENT))
     last_attempt: str | None = None
 
@@ -56,7 +64,13 @@ class Stat:
 
     @property
     def median_recover_s(self) -> float | None:
-        return round(statistics.median(self.recover_times), 3) if self.recover_times else None
+        """From the action's start."""
+        return _median(self.recover_times)
+
+    @property
+    def median_recover_from_alert_s(self) -> float | None:
+        """From the alert's startsAt (detection and delivery included)."""
+        return _median(self.recover_from_alert)
 
     def to_json(self) -> dict[str, Any]:
         """One row of `history stats --json`."""
@@ -67,12 +81,13 @@ class Stat:
             "successes": self.successes,
             "success_rate": self.success_rate,
             "median_time_to_recover_s": self.median_recover_s,
+            "median_time_to_recover_from_alert_s": self.median_recover_from_alert_s,
             "recent": list(self.recent),
             "last_attempt": self.last_attempt,
         }
 
 
-#: ("result", ts, action, outcome, alertnames, elapsed_s, recover_s) or
+#: ("result", ts, action, outcome, alertnames, elapsed_s, recover_s, alert start) or
 #: ("resolved", ts, alertnames): what a candidate line says, read without the others.
 Event = tuple[Any, ...]
 
@@ -128,7 +143,8 @@ def _result_event(line: bytes) -> Event | None:
     if outcome not in _EXECUTED or not isinstance(action, str) or not isinstance(ts, str):
         return None
     elapsed, recover = _number(record.get("elapsed_s")), _number(record.get("recover_s"))
-    return ("result", ts, action, outcome, _names(record), elapsed, recover)
+    alert_start = _epoch_or_none(record.get("alert_started_at"))
+    return ("result", ts, action, outcome, _names(record), elapsed, recover, alert_start)
 
 
 def _resolved_event(data: bytes, start: int, end: int) -> Event | None:
@@ -157,8 +173,9 @@ class Accumulator:
     def __init__(self, since: str | None = None) -> None:
         self.since = since
         self.stats: dict[tuple[str, str], Stat] = {}
-        #: alertname -> [(stat, start epoch)] of unverified runs awaiting a resolution.
-        self._pending: dict[str, list[tuple[Stat, float]]] = {}
+        #: alertname -> [(stat, start epoch, alert start)] of unverified runs awaiting
+        #: a resolution.
+        self._pending: dict[str, list[Pending]] = {}
         #: alertname -> epoch of its first resolved notification seen.
         self.first_resolved: dict[str, float] = {}
 
@@ -186,6 +203,7 @@ class Accumulator:
         names: list[str],
         elapsed: float | None,
         recover: float | None,
+        alert_start: float | None = None,
     ) -> None:
         if self.since is not None and ts < self.since:
             return
@@ -198,9 +216,12 @@ class Accumulator:
             stat.last_attempt = ts
             if ok and recover is not None:
                 stat.recover_times.append(recover)
+                if alert_start is not None:
+                    start = epoch(ts) - (elapsed if elapsed is not None else recover)
+                    stat.recover_from_alert.append(round(start + recover - alert_start, 3))
             elif not ok and elapsed is not None and name:  # no alert: no resolution to wait for
                 start = epoch(ts) - elapsed
-                self._pending.setdefault(name, []).append((stat, start))
+                self._pending.setdefault(name, []).append((stat, start, alert_start))
 
     def _resolved(self, ts: str, names: list[str]) -> None:
         fresh = [name for name in names if name not in self.first_resolved]
@@ -213,9 +234,11 @@ class Accumulator:
 
     def _resolve(self, names: Iterable[str], when: float) -> None:
         for name in names:
-            for stat, start in self._pending.pop(name, []):
+            for stat, start, alert_start in self._pending.pop(name, []):
                 if 0 <= when - start <= RESOLUTION_HORIZON:
                     stat.recover_times.append(round(when - start, 3))
+                    if alert_start is not None:
+                        stat.recover_from_alert.append(round(when - alert_start, 3))
 
     def merge(self, later: Accumulator) -> None:
         """Add what a later part of the log accumulated on its own."""
@@ -227,11 +250,15 @@ class Accumulator:
             stat.attempts += part.attempts
             stat.successes += part.successes
             stat.recover_times.extend(part.recover_times)
+            stat.recover_from_alert.extend(part.recover_from_alert)
             stat.recent.extend(part.recent)
             stat.last_attempt = part.last_attempt or stat.last_attempt
         for name, runs in later._pending.items():
             mine = self._pending.setdefault(name, [])
-            mine.extend((self.stats[(part.alertname, part.action)], start) for part, start in runs)
+            mine.extend(
+                (self.stats[(part.alertname, part.action)], start, alert_start)
+                for part, start, alert_start in runs
+            )
 
     def rows(self) -> list[Stat]:
         return sorted(self.stats.values(), key=lambda s: (s.alertname, s.action))
@@ -313,6 +340,34 @@ class EffectivenessTracker:
 def _names(record: Mapping[str, Any]) -> list[str]:
     names = record.get("alertnames")
     return [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+
+
+def recovery_times(result: Mapping[str, Any]) -> dict[str, float | None]:
+    """Time to recover of one verified run (its `result` record), from the action's
+    start and from the alert's startsAt; None where it cannot be told."""
+    recover = _number(result.get("recover_s"))
+    if result.get("outcome") != "verified" or recover is None:
+        return {"from_action_s": None, "from_alert_s": None}
+    alert_start = _epoch_or_none(result.get("alert_started_at"))
+    ts = result.get("ts")
+    elapsed = _number(result.get("elapsed_s"))
+    if alert_start is None or not isinstance(ts, str):
+        return {"from_action_s": recover, "from_alert_s": None}
+    end = epoch(ts) - (elapsed if elapsed is not None else recover) + recover
+    return {"from_action_s": recover, "from_alert_s": round(end - alert_start, 3)}
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
+
+
+def _epoch_or_none(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return epoch(value)
+    except ValueError:
+        return None
 
 
 def _number(value: Any) -> float | None:

@@ -35,7 +35,18 @@ SHORT_ID = 8
 #: The alerts column's widest and narrowest; the summary gets what is left.
 ALERTS_MAX, ALERTS_MIN = 24, 14
 SUMMARY_MIN = 24
-STATS_HEADERS = ("alert", "action", "attempts", "verified", "success", "median TTR", "recent")
+STATS_HEADERS = (
+    "alert",
+    "action",
+    "attempts",
+    "verified",
+    "success",
+    "TTR alert",
+    "TTR action",
+    "recent",
+)
+#: Below the stats table on a terminal: what the two medians measure.
+STATS_CAPTION = "TTR: median time to recover from the alert's startsAt / the action's start"
 CHAIN_HEADERS = ("time", "kind", "step", "outcome", "detail")
 
 
@@ -289,7 +300,27 @@ def action_facts(records: Sequence[Record]) -> list[tuple[str, str]]:
         facts.append(("backend", clean(plan.get("backend")) or "-"))
         facts += [("command", command) for command in _planned(plan)]
     facts += [("ran", ran) for ran in _ran(steps)]
+    if result is not None:
+        facts += _recovery(result)
     return facts
+
+
+def _recovery(result: Record) -> list[tuple[str, str]]:
+    """Time to recover of a verified action, from the alert's start and from its own."""
+    from market_agent.audit.effectiveness import recovery_times
+
+    times = recovery_times(result)
+    if times.get("from_action_s") is None:
+        return []
+    from_action = f"{seconds_text(times['from_action_s'])} from the action's start"
+    if times.get("from_alert_s") is None:
+        return [("recovered in", from_action)]
+    return [
+        (
+            "recovered in",
+            f"{seconds_text(times['from_alert_s'])} from the alert's start, {from_action}",
+        )
+    ]
 
 
 def _trigger(first: Record, records: Sequence[Record]) -> str:
@@ -387,13 +418,25 @@ def stats_rows(rows: Sequence[Stat]) -> list[list[str]]:
     found = []
     for row in rows:
         rate = f"{row.success_rate:.0%}" if row.success_rate is not None else "-"
-        ttr = f"{row.median_recover_s:.1f} s" if row.median_recover_s is not None else "-"
         recent = "".join("✓" if ok else "✗" for ok in row.recent)
         name = clean(row.alertname) or MANUAL
         found.append(
-            [name, clean(row.action), str(row.attempts), str(row.successes), rate, ttr, recent]
+            [
+                name,
+                clean(row.action),
+                str(row.attempts),
+                str(row.successes),
+                rate,
+                seconds_text(row.median_recover_from_alert_s),
+                seconds_text(row.median_recover_s),
+                recent,
+            ]
         )
     return found
+
+
+def seconds_text(value: float | None) -> str:
+    return f"{value:.1f} s" if value is not None else "-"
 
 
 def print_stats(out: Console, rows: Sequence[Stat]) -> None:
@@ -403,3 +446,4 @@ def print_stats(out: Console, rows: Sequence[Stat]) -> None:
     columns = [Column(h) for h in STATS_HEADERS]
     columns[0] = Column("alert", ALERTS_MIN, rest=True)
     print_lines(out, aligned(columns, stats_rows(rows), out.width), header=True)
+    print_lines(out, ["", STATS_CAPTION])

@@ -452,6 +452,17 @@ def _payload_json(job: Job) -> bytes:
 # The child -------------------------------------------------------------------------
 
 
+def _warm_history(workers: Workers) -> None:
+    warm = [getattr(workers.service, "warm_history", None)]
+    warm.append(getattr(workers.remediator, "warm", None))
+    try:
+        for read_ahead in warm:
+            if read_ahead is not None:
+                read_ahead()
+    except Exception as exc:  # a help only: the first analysis reads it otherwise
+        log.warning("could not read the audit log ahead: %s", type(exc).__name__)
+
+
 def child_main(fd: int) -> None:
     """Entry point of the analysis process (`CHILD_COMMAND`): the settings come first."""
     for signum in GROUP_SIGNALS:
@@ -525,6 +536,9 @@ class _Child:
             context_for=state.context_provider(),
             remediator=state.remediator(),
         )
+        # A large audit log takes seconds to read: read it while serving, not at the
+        # first alert (which waits for it all the same if it comes sooner).
+        threading.Thread(target=_warm_history, args=(workers,), daemon=True).start()
         return workers, state
 
     def run(self, workers: Workers, state: AppState) -> None:

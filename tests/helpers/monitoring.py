@@ -66,6 +66,9 @@ def render_monitoring_configs(
     ports = {"market-predictor": predictor_port, "market-agent": agent_port}
     _render_prometheus(prometheus, ports, alertmanager_port, interval, configs.alerts.name)
     alerts = load_yaml(PROMETHEUS_DIR / "alerts.yml")
+    for group in alerts["groups"]:
+        if "interval" in group:
+            group["interval"] = interval
     if alert_for is not None:
         for rule in _alert_rules(alerts):
             rule["for"] = alert_for
@@ -88,6 +91,9 @@ def _render_prometheus(
     )
     config["rule_files"] = [rules]
     for job in config["scrape_configs"]:
+        for key in ("scrape_interval", "scrape_timeout"):
+            if key in job:  # a job's own timing would override the test's
+                job[key] = interval
         if job["job_name"] in ports:
             for static in job["static_configs"]:
                 static["targets"] = [f"127.0.0.1:{ports[job['job_name']]}"]
