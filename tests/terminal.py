@@ -8,9 +8,11 @@ would, so assertions are on the screen, not on escape sequences.
 from __future__ import annotations
 
 import os
+import select
+import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,25 +52,67 @@ def run_in_terminal(
     environment.update({"TERM": "xterm-256color", "COLUMNS": str(columns), "LINES": str(rows)})
     environment.setdefault("PYTHONPATH", str(ROOT))
     argv = [sys.executable, "-m", "market_agent", *args]
-    process = ptyprocess.PtyProcess.spawn(
-        argv, dimensions=(rows, columns), env=environment, cwd=str(cwd) if cwd else None
-    )
-    output = bytearray()
-    deadline = time.monotonic() + timeout
+    process = spawn_in_terminal(argv, columns=columns, rows=rows, env=environment, cwd=cwd)
     try:
-        while time.monotonic() < deadline:
-            try:
-                output += process.read(65536)
-            except EOFError:
-                break
-        else:
-            raise TimeoutError(f"{args} still running after {timeout} s")
+        output = read_until_exit(process, time.monotonic() + timeout)
     finally:
         process.close(force=True)
     screen = pyte.Screen(columns, rows)
     stream = pyte.ByteStream(screen)
-    stream.feed(bytes(output).replace(b"\n", b"\r\n") if b"\r\n" not in output else bytes(output))
+    stream.feed(output.replace(b"\n", b"\r\n") if b"\r\n" not in output else output)
     lines = [line.rstrip() for line in screen.display]
     while lines and not lines[-1]:
         lines.pop()
     return Screen(lines=lines, exit_status=process.exitstatus, raw=bytes(output))
+
+
+def default_signals() -> None:
+    """In the child, before exec: Ctrl-C back to its default.
+
+    pytest-xdist runs tests in workers that ignore SIGINT, and an ignored signal stays
+    ignored across exec: Python would then never raise KeyboardInterrupt, where in a
+    user's terminal it does.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def spawn_in_terminal(
+    argv: Sequence[str],
+    *,
+    columns: int,
+    rows: int,
+    env: Mapping[str, str],
+    cwd: str | Path | None = None,
+) -> ptyprocess.PtyProcess:
+    return ptyprocess.PtyProcess.spawn(
+        list(argv),
+        dimensions=(rows, columns),
+        env=dict(env),
+        cwd=str(cwd) if cwd else None,
+        preexec_fn=default_signals,
+    )
+
+
+def read_until(
+    process: ptyprocess.PtyProcess, deadline: float, done: Callable[[bytes], bool]
+) -> bytes:
+    """What the process writes until `done(output)` or it exits; TimeoutError past
+    `deadline` (a monotonic time), so a hung command fails its test instead of the run."""
+    output = b""
+    while not done(output):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"still waiting after the deadline; the screen so far: {output!r}")
+        if not select.select([process.fd], [], [], min(left, 1.0))[0]:
+            continue
+        try:
+            output += process.read(65536)
+        except EOFError:
+            break
+    return output
+
+
+def read_until_exit(process: ptyprocess.PtyProcess, deadline: float) -> bytes:
+    output = read_until(process, deadline, lambda _: False)
+    process.wait()
+    return output

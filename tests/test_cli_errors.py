@@ -12,13 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-import ptyprocess
 import pytest
 
 from market_agent.errors import ConfigError, ExitCode, closest, describe_problem
 from market_agent.settings import load_settings
 from tests.cli_helpers import run_cli
 from tests.conftest import ROOT
+from tests.terminal import default_signals, read_until, read_until_exit, spawn_in_terminal
 
 # Flags -------------------------------------------------------------------------------
 
@@ -178,6 +178,7 @@ def test_ctrl_c_stops_status_watch_with_130(unreachable_config: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_env(),
+        preexec_fn=default_signals,
     )
     try:
         assert process.stdout is not None
@@ -193,21 +194,14 @@ def test_ctrl_c_stops_status_watch_with_130(unreachable_config: Path) -> None:
 
 def test_ctrl_c_in_a_terminal_stops_the_live_view_with_130(unreachable_config: Path) -> None:
     argv = [sys.executable, "-m", "market_agent", "-c", str(unreachable_config)]
-    process = ptyprocess.PtyProcess.spawn(
-        [*argv, "status", "--watch", "0.5"], dimensions=(40, 100), env=_env()
+    process = spawn_in_terminal(
+        [*argv, "status", "--watch", "0.5"], columns=100, rows=40, env=_env()
     )
+    deadline = time.monotonic() + 60
     try:
-        seen = b""
-        deadline = time.monotonic() + 30
-        while b"market-agent status" not in seen and time.monotonic() < deadline:
-            seen += process.read(4096)
+        seen = read_until(process, deadline, lambda seen: b"market-agent status" in seen)
         process.kill(signal.SIGINT)
-        while True:
-            try:
-                seen += process.read(4096)
-            except EOFError:
-                break
-        process.wait()
+        seen += read_until_exit(process, deadline)
     finally:
         process.close(force=True)
     assert process.exitstatus == ExitCode.INTERRUPTED

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -13,6 +12,7 @@ import pytest
 
 from market_agent.listen.token import DEFAULT_TOKEN_FILE
 from tests.conftest import ROOT
+from tests.helpers.debian import ensure_debian_packages
 
 UNIT = ROOT / "examples" / "systemd" / "market-agent.service"
 SHIPPED_BINARY = "/usr/local/bin/market-agent"
@@ -22,19 +22,8 @@ MAX_EXPOSURE = 1.4
 
 
 def systemd_analyze() -> str:
-    """The binary, apt-installed (package `systemd`) when missing and possible."""
-    found = shutil.which("systemd-analyze")
-    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "--no-install-recommends", "systemd"]
-        for argv in (install, ["apt-get", "update"], install):
-            subprocess.run(argv, env=env, capture_output=True, timeout=600, check=False)
-            found = shutil.which("systemd-analyze")
-            if found:
-                break
-    if found is None:
-        pytest.skip("systemd-analyze is missing and cannot be installed (apt-get as root)")
-    return found
+    """The binary, apt-installed (package `systemd`) when missing."""
+    return ensure_debian_packages("systemd-analyze")["systemd-analyze"]
 
 
 @pytest.fixture

@@ -10,11 +10,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.terminal import ROOT, Screen, run_in_terminal
+from tests.terminal import (
+    ROOT,
+    Screen,
+    read_until,
+    read_until_exit,
+    run_in_terminal,
+    spawn_in_terminal,
+)
 
 if TYPE_CHECKING:
     from ptyprocess import PtyProcess
@@ -64,27 +72,21 @@ def conversation(
     times: int = 1,
     then: Callable[[PtyProcess], object],
     rows: int = 100,
+    timeout: float = 60.0,
 ) -> Screen:
     """`market-agent ARGS` in a real terminal: once it has written `wait_for` `times`
     times, `then` (type an answer, press Ctrl-C); the screen once it exits."""
-    import ptyprocess
     import pyte
 
     environment = {**os.environ, **user_env(home), "PYTHONPATH": str(ROOT), "TERM": "xterm"}
     environment.pop("NO_COLOR", None)
     argv = [sys.executable, "-m", "market_agent", *args]
-    process = ptyprocess.PtyProcess.spawn(
-        argv, dimensions=(rows, columns), env=environment, cwd=home
-    )
-    output = b""
+    process = spawn_in_terminal(argv, columns=columns, rows=rows, env=environment, cwd=home)
+    deadline = time.monotonic() + timeout
     try:
-        while output.count(wait_for) < times:
-            output += process.read(65536)
+        output = read_until(process, deadline, lambda seen: seen.count(wait_for) >= times)
         then(process)
-        while True:
-            output += process.read(65536)
-    except EOFError:
-        pass
+        output += read_until_exit(process, deadline)
     finally:
         process.close(force=True)
     screen = pyte.Screen(columns, rows)

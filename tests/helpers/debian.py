@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ PACKAGE_OF: dict[str, str] = {
     "promtool": "prometheus",
     "prometheus-alertmanager": "prometheus-alertmanager",
     "amtool": "prometheus-alertmanager",
+    "systemd-analyze": "systemd",
 }
 
 
@@ -47,9 +49,22 @@ def ensure_debian_file(path: str, package: str) -> str:
     return path
 
 
+#: Test processes running in parallel (pytest-xdist) install one at a time: dpkg has
+#: its own lock, but a second apt-get fails on it instead of waiting.
+APT_LOCK = "/tmp/market-agent-tests-apt.lock"
+#: apt-get update and install over a slow mirror: generous, but never forever.
+APT_TIMEOUT = 900
+
+
 def _apt_install(packages: list[str]) -> None:
     if shutil.which("apt-get") is None:
         pytest.fail(f"need Debian packages {packages} but apt-get is not available", pytrace=False)
+    with open(APT_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _apt_install_locked(packages)
+
+
+def _apt_install_locked(packages: list[str]) -> None:
     install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
     result = _run(install)
     if result.returncode != 0:
@@ -66,5 +81,11 @@ def _apt_install(packages: list[str]) -> None:
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     return subprocess.run(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+        timeout=APT_TIMEOUT,
     )
