@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,18 @@ import pytest
 from market_agent.logs.base import LogLine, LogQuery
 from market_agent.logs.file import FileLogSource
 from market_agent.logs.journald import entry_line
-from market_agent.logs.parse import keep, merge_records, plain_line
+from market_agent.logs.parse import (
+    _CONTINUATION,
+    _LEVEL_BRACKET,
+    _LEVEL_KV,
+    _LEVEL_WORD,
+    keep,
+    level_name,
+    merge_records,
+    plain_line,
+    plain_records,
+    split_timestamp,
+)
 from market_agent.logs.summary import normalise, summarize
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -203,3 +215,67 @@ if __name__ == "__main__" and "--write" in sys.argv:
         for case, value in cases(Path(tmp)).items():
             text = json.dumps(value, indent=1, ensure_ascii=False) + "\n"
             (GOLDEN / f"logs-{case}.json").write_text(text)
+
+
+# The straightforward versions the fast paths replaced, kept as references.
+_REFERENCE_PLACEHOLDERS = tuple(
+    (re.compile(pattern, flags), placeholder)
+    for pattern, flags, placeholder in (
+        (r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.I, "<uuid>"),
+        (r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?", 0, "<time>"),
+        (r"\b\d{1,2}:\d{2}:\d{2}(?:[.,]\d+)?\b", 0, "<time>"),
+        (r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?\b", 0, "<ip>"),
+        (r"\[[0-9a-f:]*:[0-9a-f:]+\](?::\d{1,5})?", re.I, "<ip>"),
+        (r"(?<=[A-Za-z0-9]):\d{2,5}\b", 0, ":<port>"),
+        (r"\b0x[0-9a-f]+\b", re.I, "<hex>"),
+        (r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{6,}\b", re.I, "<hex>"),
+        (r"'[^'\n]{0,200}'|\"[^\"\n]{0,200}\"", 0, "<str>"),
+        (r"(?<![A-Za-z0-9_<])\d+(?:\.\d+)?", 0, "<n>"),
+    )
+)
+
+
+def reference_normalise(text: str) -> str:
+    for pattern, placeholder in _REFERENCE_PLACEHOLDERS:
+        text = pattern.sub(placeholder, text)
+    return " ".join(text.split())
+
+
+def reference_plain_line(text: str) -> LogLine:
+    if _CONTINUATION.match(text):
+        return LogLine(None, "unknown", text.rstrip())
+    moment, rest = split_timestamp(text)
+    head = rest[:160]
+    level = None
+    for pattern in (_LEVEL_WORD, _LEVEL_KV, _LEVEL_BRACKET):
+        match = pattern.search(head)
+        if match and (level := level_name(match.group(1))):
+            break
+    return LogLine(moment, level or "unknown", rest.rstrip())
+
+
+PIECES = (
+    *"0123456789abcdefABCDEFxXgzG_-:.,[]'\" \t<>/=()Zt+T|",
+    *("٣", "é", "²", "0x", "::", "\n", "2026-12-03T13:00:00", "2026-12-03 13:00:00,5+02:00"),
+    *("10.0.0.1", "13:47:38", ":8080", "deadbeef", "1111-2222", "INFO", "ERROR", "WARN "),
+    *("level=warn", "[crit]", "Traceback (most recent call last):", "ValueError", "Error:"),
+)
+
+
+def random_texts(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choices(PIECES, k=rng.randint(0, 30))) for _ in range(count)]
+
+
+def test_normalise_equals_the_reference_on_random_text() -> None:
+    texts = random_texts(1, 20_000) + varied_log(seed=2, records=2000)
+    assert [normalise.__wrapped__(t) for t in texts] == [reference_normalise(t) for t in texts]
+
+
+def test_plain_lines_and_records_equal_the_reference_on_random_text() -> None:
+    texts = [t.replace("\n", " ") for t in random_texts(3, 20_000)]
+    texts = [("2026-12-03T13:00:00Z " + t if i % 3 == 0 else t) for i, t in enumerate(texts)]
+    texts += varied_log(seed=4, records=2000)
+    reference = [reference_plain_line(t) for t in texts]
+    assert [plain_line(t) for t in texts] == reference
+    assert list(plain_records(texts)) == list(merge_records(reference))
