@@ -167,6 +167,7 @@ def main() -> None:
             samples.append(time.perf_counter() - t0)
         report(f"read + summarise ({label})", samples, "<= 0.1 s")
         print(f"summary: {len(json.dumps(summary))} bytes of JSON, {summary['lines']} lines read")
+        print(f"user prompt: +{_prompt_bytes(summary)} bytes with the logs (summary and note)")
         if isinstance(source, JournaldLogSource):
             _journalctl_alone(source, since, args.runs)
         if not args.no_process:
@@ -190,6 +191,20 @@ def _write_source(
     size = log.stat().st_size / 2**20
     source = FileLogSource(log, max_bytes=4 * 1024 * 1024)
     return source, f"{size:.0f} MB file{kind}", f'backend = "file"\npath = "{log}"\n'
+
+
+def _prompt_bytes(summary: dict[str, object]) -> int:
+    """Bytes the summary adds to the LLM's user prompt (`analysis/prompting.py`)."""
+    from market_agent.analysis.prompting import build_user_prompt
+    from market_agent.models import Notification
+
+    alert = json.loads((ROOT / "examples" / "alerts" / "high-error-rate.json").read_text())
+    notification = Notification.model_validate(alert)
+    now = datetime.now(UTC)
+    context: dict[str, object] = {"sources": {"predictor": {"ok": False}}}
+    without = build_user_prompt(notification, context, now=now)
+    with_logs = build_user_prompt(notification, {**context, "logs": summary}, now=now)
+    return len(with_logs.encode()) - len(without.encode())
 
 
 def _journalctl_alone(source: JournaldLogSource, since: datetime, runs: int) -> None:

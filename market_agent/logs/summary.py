@@ -30,6 +30,9 @@ MAX_FREQUENT = 5
 MAX_EXAMPLES = 3
 MAX_SIGNATURE_CHARS = 240
 MAX_EXAMPLE_CHARS = 400
+#: What the caps above allow as JSON (indented, as in the prompt), whatever the lines:
+#: quotes and backslashes double, nothing else grows (see `_printable`).
+MAX_PROMPT_CHARS = 28_000
 
 _HEX = "[0-9a-fA-F]"
 _DIGIT = re.compile(r"\d")
@@ -94,6 +97,10 @@ _PLACEHOLDERS: tuple[_Placeholder, ...] = (
     ),
     _Placeholder(_has_digit, re.compile(r"\d(?<![A-Za-z0-9_<]\d)\d*(?:\.\d+)?"), "<n>"),
 )
+#: Terminal colour codes go; other control characters become U+FFFD, so that the
+#: summary's size in the prompt stays near its size in characters (no \u00XX escapes).
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _LEADING_LEVEL = re.compile(
     r"^\s*(?:CRITICAL|FATAL|ERROR|WARNING|WARN|INFO|DEBUG|NOTICE|TRACE)\b[:\s]*"
 )
@@ -141,7 +148,7 @@ class _Group:
 
     def to_json(self, key: str) -> dict[str, Any]:
         return {
-            "signature": redact_text(key),
+            "signature": _printable(redact_text(key)),
             "level": self.level,
             "count": self.count,
             "first_seen": iso(self.first_seen),
@@ -198,11 +205,17 @@ def _latest_distinct(lines: Sequence[LogLine], keys: Sequence[str]) -> list[str]
 
 def _example(message: str) -> str:
     """A line as logged, redacted; a long record keeps its start and its last line."""
-    text = redact_text(message)
+    text = _printable(redact_text(message))
     if len(text) <= MAX_EXAMPLE_CHARS:
         return text
     last = text.rstrip().rsplit("\n", 1)[-1][: MAX_EXAMPLE_CHARS // 2]
     return text[: MAX_EXAMPLE_CHARS - len(last) - 7] + " [...] " + last
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():  # the common case, quickly (a newline is not printable)
+        return text
+    return _CONTROL.sub("\ufffd", _ANSI_ESCAPE.sub("", text))
 
 
 def iso(moment: datetime | None) -> str | None:
