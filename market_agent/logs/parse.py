@@ -121,6 +121,11 @@ def split_timestamp(text: str) -> tuple[datetime | None, str]:
 def plain_line(text: str) -> LogLine:
     if _CONTINUATION.match(text):  # a traceback's body: no time, no level of its own
         return LogLine(None, "unknown", text.rstrip())
+    return _record_start(text)
+
+
+def _record_start(text: str) -> LogLine:
+    """`plain_line` for a line that is not a continuation."""
     match = _STAMP_AND_LEVEL.match(text)
     moment = parse_time(match.group(1)) if match else None
     if match is None or moment is None:
@@ -137,11 +142,14 @@ def plain_records(lines: Iterable[str]) -> Iterator[LogLine]:
     current: LogLine | None = None
     parts: list[str] = []
     for text in lines:
-        # A non-blank continuation line stays one once stripped on the right: it joins.
-        if current is not None and _CONTINUATION.match(text) and (body := text.rstrip()):
-            parts.append(body)
-            continue
-        line = plain_line(text)
+        if _CONTINUATION.match(text):
+            # Non-blank, it stays a continuation once stripped on the right: it joins.
+            if current is not None and (body := text.rstrip()):
+                parts.append(body)
+                continue
+            line = LogLine(None, "unknown", text.rstrip())
+        else:
+            line = _record_start(text)
         if current is not None and _joins(current, line, own_time=True):
             parts.append(line.message)
             continue
