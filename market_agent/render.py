@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rich.measure import Measurement
     from rich.text import Span, Text
 
-    from market_agent.models import AlertSummary, Analysis
+    from market_agent.models import AlertSummary, Analysis, Evidence
 
 SEVERITY_STYLE = {
     "critical": "bold white on red",
@@ -383,6 +383,7 @@ def _analysis_body(analysis: Analysis, terminal: bool, now: datetime) -> list[Re
 
     body: list[RenderableType] = [*_alert_list(analysis.alerts, terminal, now)]
     body += [Text(""), Text(safe(analysis.description))]
+    body += _evidence_block(analysis.evidence, terminal, now)
     if analysis.recommended_actions:
         steps = [(f"{n}.", step) for n, step in enumerate(analysis.recommended_actions, 1)]
         body += [Text(""), Text("What to do:", style="bold")]
@@ -401,6 +402,41 @@ def _analysis_body(analysis: Analysis, terminal: bool, now: datetime) -> list[Re
         reason = [(Text("LLM not used:", style="yellow"), analysis.fallback_reason)]
         body.append(columns(reason, terminal=terminal, gap=1))
     return body
+
+
+#: Evidence items on a terminal; piped output lists them all, `--json` too.
+SCREEN_EVIDENCE_LIMIT = 3
+
+
+def _evidence_block(
+    evidence: Sequence[Evidence], terminal: bool, now: datetime
+) -> list[RenderableType]:
+    """`Evidence:`, one item a line: `source: summary (count, first to last seen)`."""
+    from rich.text import Text
+
+    if not evidence:
+        return []
+    shown = evidence[:SCREEN_EVIDENCE_LIMIT] if terminal else evidence
+    rows = [("-", f"{item.source}: {item.summary}{_seen(item, now)}") for item in shown]
+    parts = [
+        Text(""),
+        Text("Evidence:", style="bold"),
+        columns(rows, terminal=terminal, indent=2, gap=1),
+    ]
+    if hidden := len(evidence) - len(shown):
+        parts.append(Text(f"  … and {hidden} more (--json lists all)", style="dim"))
+    return parts
+
+
+def _seen(item: Evidence, now: datetime) -> str:
+    """` (2,400 times, 13:58:00-13:59:59)` (an en dash) in local time; '' if unknown."""
+    parts = [_count(item.count, "time")] if item.count is not None else []
+    first, last = (local_text(t, now) if t else None for t in (item.first_seen, item.last_seen))
+    if first and last and first != last:
+        parts.append(f"{first}\N{EN DASH}{last}")
+    elif first or last:
+        parts.append(first or last or "")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _alert_list(

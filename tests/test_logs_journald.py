@@ -120,6 +120,7 @@ def test_argv_has_no_shell_and_bounds(journal: Path) -> None:
         "--no-pager",
         "--quiet",
         "--output=json",
+        "--output-fields=MESSAGE,PRIORITY",
         f"--file={journal}",
         "--unit=market-predictor.service",
         f"--since=@{since.timestamp():.6f}",

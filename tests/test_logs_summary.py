@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from market_agent.logs.base import LogLine, LogQuery
+from market_agent.logs.base import LEVELS, LogLine, LogQuery
 from market_agent.logs.parse import detect_level, json_line, keep, merge_records, plain_line
 from market_agent.logs.summary import (
     MAX_EXAMPLE_CHARS,
+    MAX_FREQUENT,
+    MAX_PROMPT_CHARS,
     MAX_SIGNATURES,
     normalise,
     signature,
@@ -132,3 +134,26 @@ def test_summary_is_redacted_and_bounded() -> None:
     assert all(len(s["example"]) <= MAX_EXAMPLE_CHARS for s in summary["signatures"])
     assert len(text) < 20_000
     assert summary["limit_reached"] is True
+
+
+def test_colour_codes_go_and_control_characters_are_replaced() -> None:
+    line = LogLine(T0, "error", "\x1b[31mERROR\x1b[0m feed down\x07\x00 now")
+    summary = summarize([line], source="file", start=T0, end=T0, limit=10)
+    assert summary["examples"] == ["ERROR feed down\ufffd\ufffd now"]
+    assert "\x1b" not in json.dumps(summary) and "\\u00" not in json.dumps(summary)
+
+
+@pytest.mark.parametrize("filler", ["\\", '"', "\x01", "\U0001f525", "é"])
+def test_the_summary_in_the_prompt_is_bounded_whatever_the_lines(filler: str) -> None:
+    lines = [
+        LogLine(
+            T0 + timedelta(seconds=i % 600),
+            LEVELS[i % 100 % 6],
+            f"k{i % 100} {filler * 3000}\nE{i % 100}",
+        )
+        for i in range(5000)
+    ]
+    summary = summarize(lines, source="file", start=T0, end=T0, limit=5000)
+    as_in_prompt = json.dumps(summary, indent=1, ensure_ascii=False)  # prompting.py's form
+    assert len(as_in_prompt) <= MAX_PROMPT_CHARS
+    assert len(summary["signatures"]) + len(summary["frequent"]) == MAX_SIGNATURES + MAX_FREQUENT

@@ -13,6 +13,7 @@ TZ=UTC; the only part normalised is the status time of check and its duration.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import socket
@@ -168,6 +169,13 @@ def monitoring(home: Path) -> Iterator[Path]:
     """Prometheus and Alertmanager stand-ins; the predictor refuses connections.
     Yields the user's config file (at the XDG default path)."""
     host = "127.0.0.2"
+    # The ports are fixed: test processes running in parallel (pytest-xdist) take turns.
+    with open("/tmp/market-agent-tests-127.0.0.2.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield from _stand_ins(host, home)
+
+
+def _stand_ins(host: str, home: Path) -> Iterator[Path]:
     with socket.socket() as probe:
         if probe.connect_ex((host, 8000)) == 0:
             pytest.skip(f"something listens on {host}:8000")

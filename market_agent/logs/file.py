@@ -20,6 +20,7 @@ from market_agent.logs.parse import (
     merge_records,
     newest_records,
     plain_line,
+    plain_records,
     split_timestamp,
 )
 
@@ -50,6 +51,8 @@ class FileLogSource:
                 break
         text = b"".join(chunks).decode("utf-8", "replace")
         raw = newest_records([line for line in text.splitlines() if line.strip()], query.limit)
+        if self.parse is plain_line:
+            return keep(plain_records(raw), query)
         return keep(merge_records(self.parse(line) for line in raw), query)
 
 

@@ -22,10 +22,13 @@ _ISO_PREFIX = re.compile(
     r"^\s*(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?)[ \t]?"
 )
 _LEVEL_KV = re.compile(r"\b(?:level|lvl|severity|levelname)\s*[=:]\s*\"?([A-Za-z]+)", re.I)
-_LEVEL_WORD = re.compile(
-    r"(?:^|[\s\[(<|])(CRITICAL|CRIT|FATAL|PANIC|EMERG|ALERT|ERROR|ERR|WARNING|WARN|"
-    r"NOTICE|INFO|DEBUG|TRACE)(?=$|[\s\]):>|,])"
+_LEVEL_WORDS = (
+    r"(CRITICAL|CRIT|FATAL|PANIC|EMERG|ALERT|ERROR|ERR|WARNING|WARN|NOTICE|INFO|DEBUG|TRACE)"
+    r"(?=$|[\s\]):>|,])"
 )
+_LEVEL_WORD = re.compile(r"(?:^|[\s\[(<|])" + _LEVEL_WORDS)
+#: The usual record start in one match: a time, then maybe a level word right after it.
+_STAMP_AND_LEVEL = re.compile(_ISO_PREFIX.pattern + "(?:" + _LEVEL_WORDS + ")?")
 _LEVEL_BRACKET = re.compile(
     r"\[(critical|crit|fatal|error|err|warning|warn|notice|info|debug)\]", re.I
 )
@@ -67,7 +70,10 @@ def level_name(text: str) -> Level | None:
 def detect_level(text: str) -> Level | None:
     """The level a plain log line states near its start, or None."""
     head = text[:160]
-    for pattern in (_LEVEL_WORD, _LEVEL_KV, _LEVEL_BRACKET):
+    match = _LEVEL_WORD.search(head)
+    if match:  # the common case: every word it matches is a level name
+        return _LEVEL_NAMES[match.group(1).lower()]
+    for pattern in (_LEVEL_KV, _LEVEL_BRACKET):
         match = pattern.search(head)
         if match and (level := level_name(match.group(1))):
             return level
@@ -115,8 +121,43 @@ def split_timestamp(text: str) -> tuple[datetime | None, str]:
 def plain_line(text: str) -> LogLine:
     if _CONTINUATION.match(text):  # a traceback's body: no time, no level of its own
         return LogLine(None, "unknown", text.rstrip())
-    moment, rest = split_timestamp(text)
-    return LogLine(moment, detect_level(rest) or "unknown", rest.rstrip())
+    return _record_start(text)
+
+
+def _record_start(text: str) -> LogLine:
+    """`plain_line` for a line that is not a continuation."""
+    match = _STAMP_AND_LEVEL.match(text)
+    moment = parse_time(match.group(1)) if match else None
+    if match is None or moment is None:
+        return LogLine(None, detect_level(text) or "unknown", text.rstrip())
+    word = match.group(2)  # a level word right after the time is the one detect_level finds
+    rest = text[match.start(2) if word else match.end() :]
+    level = _LEVEL_NAMES[word.lower()] if word else detect_level(rest)
+    return LogLine(moment, level or "unknown", rest.rstrip())
+
+
+def plain_records(lines: Iterable[str]) -> Iterator[LogLine]:
+    """`merge_records(plain_line(text) for text in lines)`, quicker: a traceback's body
+    line is joined to its record without being parsed on its own."""
+    current: LogLine | None = None
+    parts: list[str] = []
+    for text in lines:
+        if _CONTINUATION.match(text):
+            # Non-blank, it stays a continuation once stripped on the right: it joins.
+            if current is not None and (body := text.rstrip()):
+                parts.append(body)
+                continue
+            line = LogLine(None, "unknown", text.rstrip())
+        else:
+            line = _record_start(text)
+        if current is not None and _joins(current, line, own_time=True):
+            parts.append(line.message)
+            continue
+        if current is not None:
+            yield _joined(current, parts)
+        current, parts = line, [line.message]
+    if current is not None:
+        yield _joined(current, parts)
 
 
 def json_line(text: str) -> LogLine:
@@ -197,10 +238,11 @@ def merge_records(lines: Iterable[LogLine], *, own_time: bool = True) -> Iterato
 
 
 def _joins(current: LogLine, line: LogLine, own_time: bool) -> bool:
-    if not is_continuation(line):
+    if line.level != "unknown":  # the cheap tests first: most lines start a record
         return False
-    stamped = own_time and line.timestamp is not None
-    return not stamped or line.timestamp == current.timestamp
+    if own_time and line.timestamp is not None and line.timestamp != current.timestamp:
+        return False
+    return _CONTINUATION.match(line.message) is not None
 
 
 def _joined(first: LogLine, parts: list[str]) -> LogLine:
