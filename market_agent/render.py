@@ -123,6 +123,17 @@ def json_line(data: Mapping[str, Any]) -> None:
     sys.stdout.flush()
 
 
+def raw_lines(lines: Iterable[bytes]) -> None:
+    """Audit-log lines to stdout as they are stored, one per line (`--json` of `history`)."""
+    out = getattr(sys.stdout, "buffer", None)
+    for line in lines:
+        if out is not None:
+            out.write(line.rstrip(b"\n") + b"\n")
+        else:
+            sys.stdout.write(line.decode("utf-8", "replace").rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
 def json_lines(rows: Iterable[Mapping[str, Any]]) -> None:
     for row in rows:
         json_line(row)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,6 +10,7 @@ import typer
 
 from market_agent.commands.help import Command, Group, epilog
 from market_agent.errors import ExitCode
+from market_agent.render import raw_lines
 
 if TYPE_CHECKING:
     from market_agent.audit.query import FileVerdict
@@ -125,7 +124,7 @@ def history(
     files = _audit_files(ctx)
     found = select(files, query)
     if json_output:
-        _write_raw(line for line, _ in found)
+        raw_lines(line for line, _ in found)
         return
     from market_agent.commands.history_view import note, print_records
     from market_agent.render import stdout_console
@@ -197,7 +196,7 @@ def show(
             return
         raise
     if json_output:
-        _write_raw(line for line, _ in chain.records)
+        raw_lines(line for line, _ in chain.records)
     else:
         from market_agent.commands.history_view import print_chain
         from market_agent.render import stdout_console
@@ -333,13 +332,3 @@ def _print_verify(summary: Summary) -> None:
 
 
 # Rendering ---------------------------------------------------------------------------
-
-
-def _write_raw(lines: Iterable[bytes]) -> None:
-    out = getattr(sys.stdout, "buffer", None)
-    for line in lines:
-        if out is not None:
-            out.write(line.rstrip(b"\n") + b"\n")
-        else:
-            sys.stdout.write(line.decode("utf-8", "replace").rstrip("\n") + "\n")
-    sys.stdout.flush()

@@ -8,10 +8,10 @@ queried: untrusted text, shown with control characters as escapes.
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from market_agent.render import raw_lines
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -30,7 +30,7 @@ def show_investigation(files: list[Path], ident: str, json_output: bool) -> bool
         return False
     if json_output:
         origin = [found.analysis[0]] if found.analysis else []
-        _write_raw([*(line for line, _ in found.steps), *origin])
+        raw_lines([*(line for line, _ in found.steps), *origin])
     else:
         analysis = found.analysis[1] if found.analysis else None
         steps = [record for _, record in found.steps]
@@ -108,13 +108,3 @@ def _clip(text: str, limit: int) -> str:
 
 def _number(value: Any) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
-
-
-def _write_raw(lines: Iterable[bytes]) -> None:
-    out = getattr(sys.stdout, "buffer", None)
-    for line in lines:
-        if out is not None:
-            out.write(line.rstrip(b"\n") + b"\n")
-        else:
-            sys.stdout.write(line.decode("utf-8", "replace").rstrip("\n") + "\n")
-    sys.stdout.flush()
