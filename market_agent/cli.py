@@ -173,6 +173,12 @@ def run(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_broken_pipe()
         return int(ExitCode.OK)
+    except SystemExit as exc:
+        # Typer catches a broken pipe itself and exits 1, which is ALERT here.
+        if not _is_broken_pipe(exc.__context__):
+            raise
+        _silence_broken_pipe()
+        return int(ExitCode.OK)
     except Exception as exc:  # the one place that turns bugs into a message
         _maybe_traceback(debug)
         error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for a traceback)")
@@ -188,6 +194,12 @@ def _maybe_traceback(debug: bool) -> None:
         import traceback
 
         traceback.print_exc(file=sys.stderr)
+
+
+def _is_broken_pipe(error: BaseException | None) -> bool:
+    import errno
+
+    return isinstance(error, OSError) and error.errno == errno.EPIPE
 
 
 def _silence_broken_pipe() -> None:

@@ -206,3 +206,44 @@ def test_ctrl_c_in_a_terminal_stops_the_live_view_with_130(unreachable_config: P
         process.close(force=True)
     assert process.exitstatus == ExitCode.INTERRUPTED
     assert b"error: interrupted" in seen
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--no-audit", "analyze", "--no-llm", str(ROOT / "examples" / "alerts" / "resolved.json")],
+        [
+            "--no-audit",
+            "analyze",
+            "--no-llm",
+            "--json",
+            str(ROOT / "examples" / "alerts" / "predictor-down.json"),
+        ],
+        ["history", "--json"],
+    ],
+    ids=["analyze", "analyze-json", "history"],
+)
+def test_a_reader_that_went_away_is_not_an_alert(args: list[str], tmp_path: Path) -> None:
+    """`market-agent ... | head -0`: Typer turned the broken pipe into exit 1 (ALERT)."""
+    audit = tmp_path / "audit.jsonl"
+    run_cli(
+        "--audit-log",
+        str(audit),
+        "analyze",
+        "--no-llm",
+        str(ROOT / "examples" / "alerts" / "predictor-down.json"),
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "market_agent", "--audit-log", str(audit), *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env=_env(),
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert result.stderr == b""
