@@ -163,7 +163,7 @@ WRITER = re.compile(
     | audit\.append\(\s*"(\w+)"                          # audit.append("action", ...)
     | append_many\(\[\("(\w+)"                            # append_many([("x", r) ...])
     | \("(\w+)",\s*(?:notification_record|analysis\.to_json_dict)
-    | ROTATION_KIND\s*=\s*"(\w+)"
+    | \b[A-Z_]*KIND\s*=\s*"(\w+)"                        # STEP_KIND = "investigation_step"
     """,
     re.VERBOSE,
 )

@@ -30,6 +30,7 @@ class RecordKind(StrEnum):
     ESCALATION = "escalation"
     JOURNAL_RESUMED = "journal_resumed"
     ROTATION = "rotation"
+    INVESTIGATION_STEP = "investigation_step"
 
 
 _READ_CODES = [
