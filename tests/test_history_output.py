@@ -163,3 +163,19 @@ def test_show_of_an_automatic_action_names_the_analysis_behind_it(audit_path: Pa
     )
     assert facts["reason"] == "PredictorDown is firing on 127.0.0.1:8000."
     assert (facts["alerts"], facts["outcome"]) == ("PredictorDown", "no result recorded")
+
+
+def test_show_an_analysis_that_led_to_no_action() -> None:
+    """`history` lists analysis ids; `history show` of one used to fail with exit 2."""
+    run_cli("analyze", "--no-llm", str(ROOT / "examples" / "alerts" / "high-latency.json"))
+    (analysis,) = run_cli("history", "--kind", "analysis", "--json").json_lines()
+    short = analysis["id"][:8]
+    shown = run_cli("history", "show", short)
+    assert shown.exit_code == 0, shown.stderr
+    assert f"analysis {analysis['id']}" in shown.stdout
+    assert "PredictorHighLatency" in shown.stdout and "performance" in shown.stdout
+    raw = run_cli("history", "show", short, "--json").json_lines()
+    assert [record["id"] for record in raw] == [analysis["id"]]
+    notification = run_cli("history", "show", analysis["notification_id"][:8])
+    assert notification.exit_code == 0 and "notification" in notification.stdout
+    assert run_cli("history", "show", "ffffffff").exit_code == 2

@@ -332,6 +332,27 @@ class Chain:
     records: list[tuple[bytes, dict[str, Any]]]
 
 
+def find_record(
+    paths: list[Path], ident: str, kinds: Sequence[str] = ("analysis", "notification")
+) -> tuple[bytes, dict[str, Any]] | None:
+    """The newest record of one of `kinds` whose `id` starts with `ident` (6+ characters);
+    None when there is none; InputError when the prefix names two."""
+    if len(ident) < 6:
+        return None
+    needle = b'"id":"' + ident.encode()
+    found: tuple[bytes, dict[str, Any]] | None = None
+    for line in reverse_lines(paths, needles=(needle,)):
+        record = load_record(line)
+        if record is None or record.get("kind") not in kinds:
+            continue
+        if not str(record.get("id", "")).startswith(ident):
+            continue
+        if found is not None and found[1].get("id") != record.get("id"):
+            raise InputError(f"id {ident!r} is ambiguous: give more characters")
+        found = found or (line, record)
+    return found
+
+
 def action_chain(paths: list[Path], action_id: str) -> Chain:
     """The notification, analysis, action steps and escalations of one action.
 

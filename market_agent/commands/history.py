@@ -193,7 +193,9 @@ def show(
     try:
         chain = action_chain(files, action_id)
     except InputError:
-        if show_investigation(files, action_id, json_output):
+        if show_investigation(files, action_id, json_output) or _show_record(
+            files, action_id, json_output
+        ):
             return
         raise
     if json_output:
@@ -206,6 +208,23 @@ def show(
     analysis = next((r for _, r in chain.records if r.get("kind") == "analysis"), None)
     if analysis is not None and analysis.get("investigation"):
         show_investigation(files, str(analysis.get("id")), json_output)
+
+
+def _show_record(files: list[Path], ident: str, json_output: bool) -> bool:
+    """An analysis or notification that led to no action and no investigation."""
+    from market_agent.audit.query import find_record
+
+    found = find_record(files, ident)
+    if found is None:
+        return False
+    if json_output:
+        raw_lines([found[0]])
+        return True
+    from market_agent.commands.history_view import print_record
+    from market_agent.render import stdout_console
+
+    print_record(stdout_console(), found[1])
+    return True
 
 
 @history_app.command(

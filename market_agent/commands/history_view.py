@@ -379,6 +379,43 @@ def chain_rows(records: Sequence[Record], now: datetime, terminal: bool) -> list
     return rows
 
 
+def print_record(out: Console, record: Record) -> None:
+    """One analysis or notification on its own: what it was, when, about which alerts."""
+    from market_agent.audit.query import alertnames_of
+
+    terminal = on_terminal(out)
+    when = record.get("ts")
+    facts = [
+        ("time", local_text(when, now_utc(), seconds=True) if terminal else utc_text(when)),
+        ("alerts", clean(", ".join(alertnames_of(record))) or "-"),
+        ("summary", clean(summarize(record))),
+    ]
+    if isinstance(record.get("description"), str):
+        facts.append(("description", clean(record["description"])))
+    if isinstance(record.get("notification_id"), str):
+        facts.append(("notification", clean(record["notification_id"])))
+    facts.append(("actions", "none (an action's id shows its whole chain)"))
+    title = f"{clean(record.get('kind'))} {clean(record.get('id'))}"
+    if not terminal:
+        print_lines(out, tab_separated([["id", title], *facts]))
+        return
+    print_facts(out, title, facts)
+
+
+def print_facts(out: Console, title: str, facts: Sequence[tuple[str, str]]) -> None:
+    """A bold title, then label/value rows; values wrap under themselves."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out.print(Text(title, style="bold"))
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(width=max(len(label) for label, _ in facts), no_wrap=True)
+    grid.add_column(overflow="fold")
+    for label, value in facts:
+        grid.add_row(Text(label, style="dim"), Text(value))
+    out.print(grid)
+
+
 def print_chain(out: Console, action_id: str, records: Sequence[Record]) -> None:
     """One action: its facts, then every record of its chain, oldest first."""
     now = now_utc()
@@ -391,17 +428,9 @@ def print_chain(out: Console, action_id: str, records: Sequence[Record]) -> None
         print_lines(out, tab_separated(rows))
         return
     from rich.table import Table
-    from rich.text import Text
 
     name, facts = facts[0][1], facts[1:]
-    out.print(Text(f"action {action_id}: {name}", style="bold"))
-    label_width = max(len(label) for label, _ in facts)
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(width=label_width, no_wrap=True)
-    grid.add_column(overflow="fold")
-    for label, value in facts:
-        grid.add_row(Text(label, style="dim"), Text(value))
-    out.print(grid)
+    print_facts(out, f"action {action_id}: {name}", facts)
     out.print()
     table = Table(box=None, pad_edge=False, show_edge=False, padding=(0, 2, 0, 0))
     for header in CHAIN_HEADERS:
