@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from market_agent.analysis.base import Judgement
@@ -66,7 +67,8 @@ class RuleAnalyzer:
             context = adjust.mapping(context)
             limits, action = self.table.thresholds, self.restart_action
             adjust.apply_context(finding, evidence, context, limits, action)
-            found = self._log_evidence(finding, adjust.mapping(context.get("logs")))
+            since = logs.alert_start((a.starts_at for a in firing), context.get("gathered_at"))
+            found = self._log_evidence(finding, adjust.mapping(context.get("logs")), since)
         if finding.issue_type is AVAILABILITY and not finding.restartable and not found:
             finding.notes.append("it is restarting in a loop, so another restart will not help")
         adjust.raise_severity(finding)
@@ -74,11 +76,13 @@ class RuleAnalyzer:
         verdict = self._verdict(finding, evidence)
         return Judgement(verdict, "rules", evidence=tuple(found), vetoed_actions=vetoed)
 
-    def _log_evidence(self, finding: scoring.Finding, summary: Mapping[str, Any]) -> list[Found]:
-        """Log signatures about the managed service (the logs are the predictor's)."""
+    def _log_evidence(
+        self, finding: scoring.Finding, summary: Mapping[str, Any], since: datetime | None
+    ) -> list[Found]:
+        """Current log signatures about the managed service (the logs are the predictor's)."""
         if not finding.managed or not summary or not self.table.log_signatures:
             return []
-        return logs.apply_logs(finding, summary, self.table.log_signatures)
+        return logs.apply_logs(finding, summary, self.table.log_signatures, since)
 
     def _evidence(self, alert: Alert) -> Evidence:
         table = self.table

@@ -2,6 +2,12 @@
 
 `context["logs"]` (`market_agent.logs.summary`) is untrusted: odd shapes are
 ignored, and only a host-name-like `subject` from a match is ever quoted in text.
+
+Only current signatures are evidence: one whose last line is older than the alert's
+start minus `RECENCY_SLACK`, or that a recovery or start-up line logged after its last
+line supersedes, is stale. A stale signature is mentioned in the description as
+background ("earlier: ...") but changes nothing else and is not in `evidence`.
+Entries without times are taken as current (the summary cannot tell).
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from market_agent.analysis.rules.scoring import Finding, rank
@@ -20,6 +26,15 @@ from market_agent.models import Evidence, bounded_text
 MAX_EVIDENCE = 5
 MAX_EVIDENCE_CHARS = 300
 _SAFE_SUBJECT = re.compile(r"[a-z0-9][a-z0-9.:-]{0,120}")
+#: How long before the alert's start a signature's last line may be and still count:
+#: the alert starts a scrape and a rule evaluation (15 s each by default) after its
+#: cause, and log and Prometheus clocks may differ by a few seconds.
+RECENCY_SLACK = timedelta(seconds=60)
+#: Lines that say the predictor recovered or started again (matched lower-cased).
+_RECOVERY = re.compile(
+    r"\brecovered\b|\bcleared faults\b|(?:^|: )(?:starting|booting|launching)\b"
+    r"|application startup complete|\bstarted server process\b"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +48,8 @@ class LogMatch:
     subject: str | None
     #: The summarised log signature of the most frequent matching entry.
     sample: str
+    #: The summary entries it was found in.
+    entries: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def summary(self) -> str:
@@ -69,14 +86,64 @@ def find_matches(signatures: Sequence[LogSignature], logs: Mapping[str, Any]) ->
 
 
 def apply_logs(
-    finding: Finding, logs: Mapping[str, Any], signatures: Sequence[LogSignature]
+    finding: Finding,
+    logs: Mapping[str, Any],
+    signatures: Sequence[LogSignature],
+    since: datetime | None = None,
 ) -> list[Evidence]:
-    """Let the strongest applicable log signature adjust `finding`; the evidence of all."""
+    """Let the strongest applicable current log signature adjust `finding`; the
+    evidence of all current ones. `since`: the alert's start (None: any time)."""
     matches = find_matches(signatures, logs)
-    lead = next((m for m in matches if _applies(m.signature, finding)), None)
+    recoveries = _recoveries(logs)
+    current = [m for m in matches if _is_current(m, since, recoveries)]
+    lead = next((m for m in current if _applies(m.signature, finding)), None)
     if lead is not None:
         _adjust(finding, lead)
-    return [match.evidence() for match in matches[:MAX_EVIDENCE]]
+    stale = [m for m in matches if m not in current]
+    if stale:
+        finding.notes.append("earlier: " + ", ".join(_background(m) for m in stale))
+    return [match.evidence() for match in current[:MAX_EVIDENCE]]
+
+
+def alert_start(starts: Iterable[datetime | None], gathered_at: Any) -> datetime | None:
+    """The earliest start among `starts` (the firing alerts'), else the gathering time
+    (also when earlier: a start in the future is clock skew)."""
+    known = [s for s in starts if s is not None and s.tzinfo is not None and s.year > 1]
+    gathered = _time(gathered_at)
+    return min([*known, *([gathered] if gathered else [])], default=None)
+
+
+def _is_current(match: LogMatch, since: datetime | None, recoveries: list[LogEntry]) -> bool:
+    last = match.last_seen
+    if last is None:
+        return True
+    if since is not None and last < since - RECENCY_SLACK:
+        return False
+    return not any(
+        first >= last and all(entry is not own for own in match.entries)
+        for entry, first in recoveries
+    )
+
+
+#: A summary entry, and when it was first seen.
+LogEntry = tuple[Mapping[str, Any], datetime]
+
+
+def _recoveries(logs: Mapping[str, Any]) -> list[LogEntry]:
+    """The recovery and start-up entries with the time of their first line."""
+    return [
+        (entry, first)
+        for entry in _entries(logs)
+        if isinstance(entry.get("signature"), str)
+        and (first := _time(entry.get("first_seen"))) is not None
+        and any(_RECOVERY.search(line) for line in _text(entry).splitlines())
+    ]
+
+
+def _background(match: LogMatch) -> str:
+    last = match.last_seen
+    until = f" until {last.astimezone(UTC):%H:%M:%S} UTC" if last else ""
+    return match.summary + until
 
 
 def _adjust(finding: Finding, match: LogMatch) -> None:
@@ -137,6 +204,7 @@ def _match(
         max(lasts, default=None),
         subject,
         bounded_text(str(top["signature"]), 160),
+        tuple(entry for entry, _ in found),
     )
 
 
