@@ -123,6 +123,23 @@ def json_line(data: Mapping[str, Any]) -> None:
     sys.stdout.flush()
 
 
+#: How much of a failed command's output a person sees beside it (all of it is in the audit log).
+FAILURE_OUTPUT_CHARS = 200
+
+
+def failure_output(commands: object) -> str:
+    """The last line a failed command printed (`curl: (7) Failed to connect ...`), the
+    usual reason it failed; "" when none failed or it printed nothing."""
+    for command in reversed(commands if isinstance(commands, list) else []):
+        if not isinstance(command, dict) or command.get("ok") is not False:
+            continue
+        output = command.get("output")
+        lines = [line.strip() for line in str(output or "").splitlines() if line.strip()]
+        if lines:
+            return safe(lines[-1][:FAILURE_OUTPUT_CHARS])
+    return ""
+
+
 def raw_lines(lines: Iterable[bytes]) -> None:
     """Audit-log lines to stdout as they are stored, one per line (`--json` of `history`)."""
     out = getattr(sys.stdout, "buffer", None)

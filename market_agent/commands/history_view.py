@@ -18,7 +18,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from market_agent.render import local_text, now_utc, on_terminal, parse_time, utc_text
+from market_agent.render import (
+    failure_output,
+    local_text,
+    now_utc,
+    on_terminal,
+    parse_time,
+    utc_text,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -362,6 +369,8 @@ def _ran(steps: Sequence[Record]) -> list[str]:
         for command in commands if isinstance(commands, list) else []:
             if isinstance(command, dict):
                 step, detail = clean(command.get("step")), clean(command.get("detail"))
+                said = clean(failure_output([command]))
+                detail = f"{detail}: {said}" if said else detail
                 found.append(f"{step}: {detail}" if detail else step)
     return found
 

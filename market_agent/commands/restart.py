@@ -12,6 +12,7 @@ from market_agent.errors import ExitCode
 from market_agent.render import (
     ShellCommand,
     columns,
+    failure_output,
     json_line,
     on_terminal,
     safe,
@@ -216,7 +217,9 @@ def result_text(result: ActionResult, terminal: bool = True) -> RenderableType:
     rows: list[list[str | Text]] = []
     for step in result.steps:
         name = step.get("guard") or step["step"]
-        rows.append([str(name), str(step["outcome"]), str(step.get("detail") or "")])
+        detail = str(step.get("detail") or "")
+        said = failure_output(step.get("commands"))
+        rows.append([str(name), str(step["outcome"]), f"{detail}: {said}" if said else detail])
     escalations = [
         Text(safe(f"  escalated ({escalation['reason']}): {escalation['outcome']}"))
         for escalation in result.escalations
