@@ -46,7 +46,7 @@ def location(labels: Mapping[str, str]) -> str:
 def describe(finding: Finding, evidence: Sequence[Evidence], head: Alert, where: str) -> str:
     """What fires where (and its summary), how it was classified and why."""
     others = len(evidence) - 1
-    more = f" with {others} other alert{'s' if others > 1 else ''}" if others else ""
+    more = f" with {others:,} other alert{'s' if others > 1 else ''}" if others else ""
     held = [_held_back(e.alert) for e in evidence if e.alert is not head and e.alert.suppressed]
     if held:
         more += f" ({len(held)} {held[0] if len(set(held)) == 1 else 'suppressed'})"
