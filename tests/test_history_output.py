@@ -179,3 +179,14 @@ def test_show_an_analysis_that_led_to_no_action() -> None:
     notification = run_cli("history", "show", analysis["notification_id"][:8])
     assert notification.exit_code == 0 and "notification" in notification.stdout
     assert run_cli("history", "show", "ffffffff").exit_code == 2
+
+
+@pytest.mark.parametrize("args", [["history"], ["history", "stats"], ["history", "--json"]])
+def test_a_file_that_is_not_an_audit_log_is_refused(tmp_path: Path, args: list[str]) -> None:
+    """A mistyped --audit-log (README.md) used to read as an empty, healthy log (exit 0)."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# not an audit log\n\nsome text\n")
+    result = run_cli("--audit-log", str(readme), *args)
+    assert result.exit_code == 3
+    assert "is not an audit log" in result.stderr and str(readme) in result.stderr
+    assert readme.read_text() == "# not an audit log\n\nsome text\n"

@@ -226,7 +226,9 @@ def test_restart_first_closes_a_run_a_killed_process_left_open(
 def test_a_failed_command_says_why_in_restart_and_in_history_show(tmp_path: Path) -> None:
     """The command's own last words (`curl: (7) ...`) were only in `--json`."""
     said = "curl: (7) Failed to connect to 127.0.0.1 port 18100"
-    script = f"import sys; print('trying', flush=True); print({said!r}, file=sys.stderr); sys.exit(7)"
+    script = (
+        f"import sys; print('trying', flush=True); print({said!r}, file=sys.stderr); sys.exit(7)"
+    )
     action = f"argv = {json.dumps([sys.executable, '-c', script])}\nverify_health = false"
     result = run_cli("--config", config(tmp_path, action), "restart", "--yes")
     assert result.exit_code == 7

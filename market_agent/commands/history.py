@@ -77,7 +77,26 @@ def _audit_files(ctx: typer.Context) -> list[Path]:
         from market_agent.commands.history_view import note
 
         note(f"no audit log at {_audit_path(ctx)} yet")
+    for path in files:
+        _refuse_a_file_that_is_not_an_audit_log(path)
     return files
+
+
+def _refuse_a_file_that_is_not_an_audit_log(path: Path) -> None:
+    """A mistyped --audit-log (README.md) read as an empty log would look healthy."""
+    from market_agent.audit.format import BODY_AT, looks_like_audit_record
+    from market_agent.errors import AuditError
+
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(BODY_AT)
+    except OSError as exc:
+        raise AuditError(f"audit log {path}: cannot be read: {exc.strerror or exc}") from None
+    if head and not looks_like_audit_record(head):
+        raise AuditError(
+            f"audit log {path}: the file is not an audit log (its first line is not an "
+            "audit record): check --audit-log / audit.path"
+        )
 
 
 @history_app.callback(invoke_without_command=True)
