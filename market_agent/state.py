@@ -66,11 +66,11 @@ class AppState:
     @cached_property
     def audit_log(self) -> AuditLog | None:
         """The audit log, or None with `--no-audit` / `audit.enabled = false`."""
-        from market_agent.audit import AuditLog
-
         audit = self.settings.audit
         if not audit.enabled:
             return None
+        from market_agent.audit import AuditLog
+
         return AuditLog.from_settings(audit)
 
     def analysis_service(self, *, use_llm: bool = True) -> AnalysisService:

@@ -274,6 +274,29 @@ def test_help_and_no_llm_do_not_import_langchain(tmp_path: Path) -> None:
         assert "HEAVY []" in out.stdout, (args, out.stdout[-500:], out.stderr[-500:])
 
 
+def test_no_audit_analyze_neither_imports_the_audit_log_nor_parses_rules_twice(
+    tmp_path: Path,
+) -> None:
+    """Start-up is a promise (README, Performance): --no-audit pays nothing for the audit
+    package, and rules.toml is parsed once for the rule table and the severity map."""
+    probe = (
+        "import sys, tomllib\n"
+        "parses = []\n"
+        "loads = tomllib.loads\n"
+        "tomllib.loads = lambda text, **kw: parses.append(len(text)) or loads(text, **kw)\n"
+        "from market_agent.cli import run\n"
+        "code = run(sys.argv[1:])\n"
+        "audit = sorted(m for m in sys.modules if m.startswith('market_agent.audit'))\n"
+        "print('AUDIT', audit, 'RULES_PARSES', sum(n > 10000 for n in parses))\n"
+    )
+    args = ["--no-audit", "analyze", "--no-llm", "--json", str(EXAMPLES / "predictor-down.json")]
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True,
+        env=subprocess_env(tmp_path), cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert "AUDIT [] RULES_PARSES 1" in out.stdout, (out.stdout[-500:], out.stderr[-500:])
+
+
 def test_python_dash_m_and_console_script(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, "-m", "market_agent", "--no-audit", "analyze", "--json",

@@ -10,12 +10,12 @@ from urllib.parse import urlsplit
 from market_agent.analysis.analyzer import AnalysisService
 from market_agent.analysis.base import BUILTIN_ACTIONS, Analyzer, Judgement
 from market_agent.analysis.policy import ActionCatalog, ActionInfo
-from market_agent.audit.effectiveness import EffectivenessTracker
 from market_agent.models import Notification
 from market_agent.settings import ActionSpec, BackendSpec, Settings
 
 if TYPE_CHECKING:
     from market_agent.analysis.tools import Toolbox
+    from market_agent.audit.effectiveness import EffectivenessTracker
 
 log = logging.getLogger("market_agent.actions")
 
@@ -91,6 +91,8 @@ def _with_effectiveness(settings: Settings) -> Callable[[Analyzer], Analyzer]:
     (`context["effectiveness"]`, see `market_agent.audit.effectiveness`)."""
     if not settings.audit.enabled:
         return lambda analyzer: analyzer
+    from market_agent.audit.effectiveness import EffectivenessTracker
+
     tracker = EffectivenessTracker(settings.audit.path.expanduser())
     return lambda analyzer: WithEffectiveness(analyzer, tracker)
 
@@ -126,6 +128,8 @@ def _action_history(settings: Settings) -> Callable[[str], Mapping[str, Any]] | 
     """One alert's action figures from the audit log (None when it is off)."""
     if not settings.audit.enabled:
         return None
+    from market_agent.audit.effectiveness import EffectivenessTracker
+
     tracker = EffectivenessTracker(settings.audit.path.expanduser())
     return lambda alertname: tracker.figures([alertname])
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from market_agent.analysis.analyzer import AnalysisService
-from market_agent.audit import AuditLog
 from market_agent.inputs import InputProblem, Parsed, read_source
 from market_agent.models import Analysis, Notification, new_id
 from market_agent.redact import redact_model
+
+if TYPE_CHECKING:  # importing the audit package costs ~10 ms that --no-audit need not pay
+    from market_agent.audit import AuditLog
 
 ContextProvider = Callable[[Notification], Mapping[str, Any]]
 

@@ -27,11 +27,18 @@ def parse_severity_map(raw: Mapping[str, Any]) -> dict[str, Severity]:
 
 
 @functools.cache
-def severity_map() -> Mapping[str, Severity]:
-    """The shipped mapping (lower-case label value -> severity)."""
+def shipped_rules() -> Mapping[str, Any]:
+    """`rules/rules.toml` parsed, once per process for the rule table and the severity map
+    (parsing it takes milliseconds); read-only. Raises `tomllib.TOMLDecodeError`."""
     # Not `files("market_agent.analysis.rules")`: that would import the whole rule engine.
     text = (resources.files("market_agent.analysis") / "rules" / "rules.toml").read_text("utf-8")
-    return parse_severity_map(tomllib.loads(text).get("severity", {}))
+    return tomllib.loads(text)
+
+
+@functools.cache
+def severity_map() -> Mapping[str, Severity]:
+    """The shipped mapping (lower-case label value -> severity)."""
+    return parse_severity_map(shipped_rules().get("severity", {}))
 
 
 def severity_from_label(value: str | None) -> Severity:

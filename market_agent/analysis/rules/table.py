@@ -14,7 +14,6 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from operator import itemgetter
 from typing import Annotated, Any, Literal
 
@@ -46,7 +45,7 @@ from market_agent.analysis.rules.matcher import (
     remember,
 )
 from market_agent.analysis.rules.scoring import INFO, TYPE_INDEX, TYPES, score
-from market_agent.analysis.severity import parse_severity_map
+from market_agent.analysis.severity import parse_severity_map, shipped_rules
 from market_agent.errors import ConfigError
 from market_agent.models import Alert, IssueType, Severity
 
@@ -400,9 +399,8 @@ def load_rule_table(extra_rules: Sequence[Mapping[str, Any]] = ()) -> RuleTable:
 
 @functools.cache
 def _builtin_table() -> RuleTable:
-    text = resources.files(__package__).joinpath("rules.toml").read_text("utf-8")
     try:
-        data = tomllib.loads(text)
+        data = shipped_rules()
     except tomllib.TOMLDecodeError as exc:  # pragma: no cover - shipped file
         raise ConfigError(f"built-in rules.toml is not valid TOML: {exc}") from exc
     return _table_from_data(data)
