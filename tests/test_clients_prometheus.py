@@ -192,33 +192,11 @@ def test_label_selector_rejects_bad_label_names():
 
 @pytest.fixture(scope="module")
 def real_stack(tmp_path_factory):
-    from tests.helpers import (
-        free_port,
-        render_monitoring_configs,
-        start_predictor,
-        start_prometheus,
-        wait_until,
-    )
+    from tests.helpers import scraped_predictor
 
     tmp_path = tmp_path_factory.mktemp("prometheus-client")
-    predictor_port, prometheus_port = free_port(), free_port()
-    configs = render_monitoring_configs(
-        tmp_path,
-        predictor_port=predictor_port,
-        agent_port=free_port(),
-        alertmanager_port=free_port(),
-        token_file=tmp_path / "token",
-    )
-    with (
-        start_predictor(tmp_path, predictor_port, traffic_rps=20),
-        start_prometheus(tmp_path, configs.prometheus, prometheus_port),
-    ):
+    with scraped_predictor(tmp_path) as (predictor_port, prometheus_port):
         client = PrometheusClient(EndpointSettings(url=f"http://127.0.0.1:{prometheus_port}"))
-        wait_until(
-            lambda: client.holds('up{job="market-predictor"} == 1'),
-            30,
-            message="predictor scraped",
-        )
         yield client, predictor_port
         client.close()
 

@@ -14,18 +14,11 @@ import pytest
 
 from market_agent.analysis.factory import build_analysis_service, build_toolbox
 from market_agent.audit.query import load_record
-from market_agent.clients import PrometheusClient
 from market_agent.inputs import read_source
 from market_agent.models import Analysis
-from market_agent.settings import EndpointSettings, load_settings
+from market_agent.settings import load_settings
 from tests.conftest import EXAMPLES
-from tests.helpers import (
-    free_port,
-    render_monitoring_configs,
-    start_predictor,
-    start_prometheus,
-    wait_until,
-)
+from tests.helpers import scraped_predictor
 from tests.helpers.scripted_llm import Answer, ScriptedLLM, Step, ToolCalls
 from tests.helpers.text_logs import TextFileLogs
 
@@ -54,25 +47,8 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp_path = tmp_path_factory.mktemp("investigate-real")
-    predictor_port, prometheus_port = free_port(), free_port()
-    configs = render_monitoring_configs(
-        tmp_path,
-        predictor_port=predictor_port,
-        agent_port=free_port(),
-        alertmanager_port=free_port(),
-        token_file=tmp_path / "token",
-    )
-    with (
-        start_predictor(tmp_path, predictor_port, traffic_rps=20),
-        start_prometheus(tmp_path, configs.prometheus, prometheus_port),
-    ):
+    with scraped_predictor(tmp_path) as (predictor_port, prometheus_port):
         url = f"http://127.0.0.1:{prometheus_port}"
-        with PrometheusClient(EndpointSettings(url=url)) as client:
-            wait_until(
-                lambda: client.holds('up{job="market-predictor"} == 1'),
-                30,
-                message="predictor scraped",
-            )
         yield Stack(
             url, f"http://127.0.0.1:{predictor_port}", tmp_path / f"predictor-{predictor_port}.log"
         )

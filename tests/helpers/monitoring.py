@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ import httpx
 import yaml
 
 from tests.helpers.debian import ensure_debian_packages
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, wait_until
 from tests.helpers.processes import ManagedProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -271,6 +271,35 @@ def _write_token(path: Path, token: str) -> Path:
     path.chmod(0o600)
     path.write_text(token + "\n")
     return path
+
+
+@contextmanager
+def scraped_predictor(tmp_path: Path, *, traffic_rps: float = 20) -> Iterator[tuple[int, int]]:
+    """The demo predictor and a real Prometheus scraping it, once its first scrape is in:
+    yields (predictor port, Prometheus port)."""
+    from market_agent.clients import PrometheusClient
+    from market_agent.settings import EndpointSettings
+
+    predictor_port, prometheus_port = free_port(), free_port()
+    configs = render_monitoring_configs(
+        tmp_path,
+        predictor_port=predictor_port,
+        agent_port=free_port(),
+        alertmanager_port=free_port(),
+        token_file=tmp_path / "token",
+    )
+    with (
+        start_predictor(tmp_path, predictor_port, traffic_rps=traffic_rps),
+        start_prometheus(tmp_path, configs.prometheus, prometheus_port),
+    ):
+        url = f"http://127.0.0.1:{prometheus_port}"
+        with PrometheusClient(EndpointSettings(url=url)) as client:
+            wait_until(
+                lambda: client.holds('up{job="market-predictor"} == 1'),
+                30,
+                message="predictor scraped",
+            )
+        yield predictor_port, prometheus_port
 
 
 def prometheus_query(base_url: str, expr: str) -> list[dict[str, Any]]:
