@@ -195,7 +195,7 @@ def real_stack(tmp_path_factory):
     from tests.helpers import scraped_predictor
 
     tmp_path = tmp_path_factory.mktemp("prometheus-client")
-    with scraped_predictor(tmp_path) as (predictor_port, prometheus_port):
+    with scraped_predictor(tmp_path) as (predictor_port, prometheus_port, _):
         client = PrometheusClient(EndpointSettings(url=f"http://127.0.0.1:{prometheus_port}"))
         yield client, predictor_port
         client.close()

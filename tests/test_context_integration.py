@@ -15,14 +15,7 @@ from market_agent.clients import PredictorClient, PrometheusClient
 from market_agent.models import Notification
 from market_agent.settings import EndpointSettings
 from tests.cli_helpers import run_cli
-from tests.helpers import (
-    ManagedProcess,
-    free_port,
-    render_monitoring_configs,
-    start_predictor,
-    start_prometheus,
-    wait_until,
-)
+from tests.helpers import ManagedProcess, scraped_predictor, wait_until
 
 pytestmark = pytest.mark.slow
 MANAGED = [{"job": "market-predictor"}, {"service": "market-predictor"}]
@@ -51,29 +44,13 @@ class Live:
 
 @pytest.fixture
 def live(tmp_path, monkeypatch) -> Iterator[Live]:
-    predictor_port, prometheus_port = free_port(), free_port()
-    configs = render_monitoring_configs(
-        tmp_path,
-        predictor_port=predictor_port,
-        agent_port=free_port(),
-        alertmanager_port=free_port(),
-        token_file=tmp_path / "token",
-    )
-    predictor_url = f"http://127.0.0.1:{predictor_port}"
-    prometheus_url = f"http://127.0.0.1:{prometheus_port}"
-    monkeypatch.setenv("MARKET_AGENT_PREDICTOR__URL", predictor_url)
-    monkeypatch.setenv("MARKET_AGENT_PROMETHEUS__URL", prometheus_url)
-    with (
-        start_predictor(tmp_path, predictor_port, traffic_rps=20) as process,
-        start_prometheus(tmp_path, configs.prometheus, prometheus_port),
-    ):
+    with scraped_predictor(tmp_path) as (predictor_port, prometheus_port, process):
+        predictor_url = f"http://127.0.0.1:{predictor_port}"
+        prometheus_url = f"http://127.0.0.1:{prometheus_port}"
+        monkeypatch.setenv("MARKET_AGENT_PREDICTOR__URL", predictor_url)
+        monkeypatch.setenv("MARKET_AGENT_PROMETHEUS__URL", prometheus_url)
         prometheus = PrometheusClient(EndpointSettings(url=prometheus_url))
         predictor = PredictorClient(EndpointSettings(url=predictor_url))
-        wait_until(
-            lambda: prometheus.holds('up{job="market-predictor"} == 1'),
-            30,
-            message="predictor scraped",
-        )
         yield Live(predictor, prometheus, process, f"127.0.0.1:{predictor_port}")
         predictor.close()
         prometheus.close()

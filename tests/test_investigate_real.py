@@ -47,7 +47,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp_path = tmp_path_factory.mktemp("investigate-real")
-    with scraped_predictor(tmp_path) as (predictor_port, prometheus_port):
+    with scraped_predictor(tmp_path) as (predictor_port, prometheus_port, _):
         url = f"http://127.0.0.1:{prometheus_port}"
         yield Stack(
             url, f"http://127.0.0.1:{predictor_port}", tmp_path / f"predictor-{predictor_port}.log"

@@ -274,9 +274,11 @@ def _write_token(path: Path, token: str) -> Path:
 
 
 @contextmanager
-def scraped_predictor(tmp_path: Path, *, traffic_rps: float = 20) -> Iterator[tuple[int, int]]:
+def scraped_predictor(
+    tmp_path: Path, *, traffic_rps: float = 20
+) -> Iterator[tuple[int, int, ManagedProcess]]:
     """The demo predictor and a real Prometheus scraping it, once its first scrape is in:
-    yields (predictor port, Prometheus port)."""
+    yields (predictor port, Prometheus port, the predictor's process)."""
     from market_agent.clients import PrometheusClient
     from market_agent.settings import EndpointSettings
 
@@ -289,7 +291,7 @@ def scraped_predictor(tmp_path: Path, *, traffic_rps: float = 20) -> Iterator[tu
         token_file=tmp_path / "token",
     )
     with (
-        start_predictor(tmp_path, predictor_port, traffic_rps=traffic_rps),
+        start_predictor(tmp_path, predictor_port, traffic_rps=traffic_rps) as predictor,
         start_prometheus(tmp_path, configs.prometheus, prometheus_port),
     ):
         url = f"http://127.0.0.1:{prometheus_port}"
@@ -299,7 +301,7 @@ def scraped_predictor(tmp_path: Path, *, traffic_rps: float = 20) -> Iterator[tu
                 30,
                 message="predictor scraped",
             )
-        yield predictor_port, prometheus_port
+        yield predictor_port, prometheus_port, predictor
 
 
 def prometheus_query(base_url: str, expr: str) -> list[dict[str, Any]]:
